@@ -1,0 +1,110 @@
+package workflows
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/airlock-dev/airlock/activities/sandbox"
+)
+
+// runAgent runs the agent loop (step 5) under the task's work deadline.
+// Only the runbook agent exists so far; each step is one activity on the
+// hypervisor host's queue.
+func (t *task) runAgent(ctx workflow.Context, sbx sandbox.Info) error {
+	if t.in.Agent.Mode != "runbook" {
+		return badInput(&InputError{Field: "agent.mode", Msg: "only the runbook agent is available on this installation"})
+	}
+	actx, cancel := workflow.WithCancel(ctx)
+	defer cancel()
+	deadlineHit := false
+	timer := workflow.NewTimer(actx, t.in.Limits.Deadline.D())
+	workflow.Go(actx, func(gctx workflow.Context) {
+		if timer.Get(gctx, nil) == nil {
+			deadlineHit = true
+			cancel()
+		}
+	})
+	for i, step := range t.in.Agent.Steps {
+		if err := t.runStep(actx, sbx, i+1, step); err != nil {
+			if deadlineHit {
+				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("agent deadline of %s exceeded at step %d", t.in.Limits.Deadline.D(), i+1), "DeadlineExceeded", nil)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *task) runStep(ctx workflow.Context, sbx sandbox.Info, n int, s RunbookStep) error {
+	host := t.in.Source.Host
+	rec := StepRecord{N: n}
+	var err error
+	switch {
+	case s.Run != "":
+		rec.Tool, rec.Args = "run", s.Run
+		timeout := t.in.Limits.CommandTimeout.D()
+		in := sandbox.ExecInput{Sandbox: sbx.Name, Script: s.Run, Timeout: timeout, OutputCap: t.in.Limits.OutputCap}
+		var r sandbox.ExecResult
+		// A command may not be idempotent: run it once.
+		err = workflow.ExecuteActivity(hostCtx(ctx, host, timeout+time.Minute, 1), ActExec, in).Get(ctx, &r)
+		rec.ExitCode, rec.Output, rec.TotalBytes, rec.OutputRef, rec.DurationMs = r.ExitCode, r.Output, r.TotalBytes, r.OutputRef, r.DurationMs
+		if err == nil {
+			err = checkExpect(s, r)
+		}
+	case s.WriteFile != nil:
+		rec.Tool, rec.Args = "write_file", s.WriteFile.Path
+		mode := uint64(0o644)
+		if s.WriteFile.Mode != "" {
+			mode, _ = strconv.ParseUint(s.WriteFile.Mode, 8, 32) // validated already
+		}
+		in := sandbox.WriteFileInput{Sandbox: sbx.Name, Path: s.WriteFile.Path, Content: []byte(s.WriteFile.Content), Mode: uint32(mode), Owner: s.WriteFile.Owner, Group: s.WriteFile.Group}
+		var r sandbox.WriteFileResult
+		err = workflow.ExecuteActivity(hostCtx(ctx, host, 2*time.Minute, 3), ActWriteFile, in).Get(ctx, &r)
+	case s.Snapshot != "":
+		rec.Tool, rec.Args = "snapshot", s.Snapshot
+		err = workflow.ExecuteActivity(hostCtx(ctx, host, 5*time.Minute, 3), ActCreateSnapshot, sandbox.SnapshotInput{Sandbox: sbx.Name, Name: s.Snapshot}).Get(ctx, nil)
+	case s.Restore != "":
+		rec.Tool, rec.Args = "restore", s.Restore
+		err = workflow.ExecuteActivity(hostCtx(ctx, host, 5*time.Minute, 3), ActRestoreSnapshot, sandbox.SnapshotInput{Sandbox: sbx.Name, Name: s.Restore}).Get(ctx, nil)
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	t.st.Steps = append(t.st.Steps, rec)
+	data := map[string]any{"n": n, "tool": rec.Tool, "args": rec.Args, "exit_code": rec.ExitCode, "duration_ms": rec.DurationMs, "total_bytes": rec.TotalBytes, "output": rec.Output}
+	if rec.Error != "" {
+		data["error"] = rec.Error
+	}
+	t.recordArtifact(ctx, "command", "agent", data, rec.OutputRef)
+	if err != nil {
+		return fmt.Errorf("runbook step %d (%s): %w", n, rec.Tool, err)
+	}
+	return nil
+}
+
+// checkExpect applies a run step's expectation. Without one, exit 0 is
+// expected, as in a script with `set -e`.
+func checkExpect(s RunbookStep, r sandbox.ExecResult) error {
+	want := 0
+	if s.Expect != nil && s.Expect.ExitCode != nil {
+		want = *s.Expect.ExitCode
+	}
+	if r.TimedOut {
+		return temporal.NewNonRetryableApplicationError("command timed out", "CommandTimeout", nil)
+	}
+	if r.ExitCode != want {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("exit code %d, expected %d", r.ExitCode, want), "ExpectFailed", nil)
+	}
+	if s.Expect != nil && s.Expect.Output != "" {
+		re := regexp.MustCompile(s.Expect.Output) // validated at start
+		if !re.MatchString(r.Output) {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("output does not match %q", s.Expect.Output), "ExpectFailed", nil)
+		}
+	}
+	return nil
+}
