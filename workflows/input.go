@@ -277,7 +277,7 @@ func (in *TaskInput) Validate(known Catalog) error {
 			return bad(fmt.Sprintf("target.hosts[%d]", i), "unknown target %q (known: %s)", h, strings.Join(known.Hosts, ", "))
 		}
 	}
-	if err := in.Agent.validate(); err != nil {
+	if err := in.Agent.Validate(); err != nil {
 		return err
 	}
 	if len(in.Approval.Approvers) == 0 {
@@ -314,7 +314,8 @@ func (in *TaskInput) Validate(known Catalog) error {
 	return nil
 }
 
-func (a *AgentSpec) validate() error {
+// Validate checks the agent section on its own (runbook files use it).
+func (a *AgentSpec) Validate() error {
 	bad := func(field, format string, args ...any) error {
 		return &InputError{Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
