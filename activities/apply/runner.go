@@ -32,7 +32,7 @@ type RunOptions struct {
 
 // HostRecap is one line of the PLAY RECAP.
 type HostRecap struct {
-	Host                                                 string
+	Host                                                        string
 	OK, Changed, Unreachable, Failed, Skipped, Rescued, Ignored int
 }
 
