@@ -111,6 +111,14 @@ type Hypervisor interface {
 	SetEgress(ctx context.Context, name string, open bool) error
 }
 
+// Reconciler is implemented by drivers that can sweep sandboxes no live
+// workflow owns. live reports whether the owner workflow is still running;
+// an error from it leaves that sandbox alone. Reconcile returns the names
+// it destroyed and never touches domains that are not sandboxes.
+type Reconciler interface {
+	Reconcile(ctx context.Context, live func(owner string) (bool, error)) ([]string, error)
+}
+
 // Typed errors. Activities turn ErrBadInput-wrapping errors into
 // non-retryable application errors.
 var (
@@ -120,16 +128,24 @@ var (
 	ErrOwnedByOther   = fmt.Errorf("%w: sandbox owned by another task", ErrBadInput)
 	ErrNoCapacity     = errors.New("not enough capacity")
 	ErrSnapshotAbsent = fmt.Errorf("%w: no such snapshot", ErrBadInput)
+	// ErrNoTemplate: Spec.Boot is BootRestore but the host has no usable
+	// template memory image for the image (or its size does not match).
+	ErrNoTemplate = errors.New("no template memory image for fast start")
 )
 
 // CapacityError says how much was asked and what was free; the workflow
 // turns it into an overcommit approval request.
 type CapacityError struct {
 	WantMiB, FreeMiB int64
+	Reason           string // optional detail, e.g. "8 of 8 sandboxes in use"
 }
 
 func (e *CapacityError) Error() string {
-	return fmt.Sprintf("not enough capacity: want %d MiB, %d MiB free", e.WantMiB, e.FreeMiB)
+	msg := fmt.Sprintf("not enough capacity: want %d MiB, %d MiB free", e.WantMiB, e.FreeMiB)
+	if e.Reason != "" {
+		msg += " (" + e.Reason + ")"
+	}
+	return msg
 }
 
 func (e *CapacityError) Unwrap() error { return ErrNoCapacity }

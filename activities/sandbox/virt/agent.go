@@ -1,0 +1,278 @@
+package virt
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"libvirt.org/go/libvirt"
+)
+
+// Guest sends one QEMU guest agent command (JSON) to a domain and returns
+// the JSON reply. timeoutSec > 0 bounds the wait inside libvirt.
+type Guest interface {
+	Command(dom *libvirt.Domain, cmd string, timeoutSec int) (string, error)
+}
+
+// QemuAgent is the real guest agent, through virDomainQemuAgentCommand.
+type QemuAgent struct{}
+
+func (QemuAgent) Command(dom *libvirt.Domain, cmd string, timeoutSec int) (string, error) {
+	return dom.QemuAgentCommand(cmd, libvirt.DomainQemuAgentCommandTimeout(timeoutSec), 0)
+}
+
+// agentCall runs execute(args) and decodes the "return" member into out.
+func (d *Driver) agentCall(dom *libvirt.Domain, execute string, args any, timeoutSec int, out any) error {
+	req := map[string]any{"execute": execute}
+	if args != nil {
+		req["arguments"] = args
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", execute, err)
+	}
+	resp, err := d.cfg.Guest.Command(dom, string(b), timeoutSec)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", execute, err)
+	}
+	if out == nil {
+		return nil
+	}
+	var env struct {
+		Return json.RawMessage `json:"return"`
+	}
+	if err := json.Unmarshal([]byte(resp), &env); err != nil {
+		return fmt.Errorf("agent %s reply: %w", execute, err)
+	}
+	if err := json.Unmarshal(env.Return, out); err != nil {
+		return fmt.Errorf("agent %s reply: %w", execute, err)
+	}
+	return nil
+}
+
+// backoff waits 50ms, 100ms, ... up to 500ms between tries.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) wait(ctx context.Context) error {
+	if b.d == 0 {
+		b.d = 50 * time.Millisecond
+	} else if b.d *= 2; b.d > 500*time.Millisecond {
+		b.d = 500 * time.Millisecond
+	}
+	t := time.NewTimer(b.d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// agentRetryable: the agent is not (yet) there, as opposed to a hard error.
+func agentRetryable(err error) bool {
+	switch lvCode(err) {
+	case libvirt.ERR_AGENT_UNRESPONSIVE, libvirt.ERR_AGENT_COMMAND_TIMEOUT, libvirt.ERR_OPERATION_TIMEOUT:
+		return true
+	}
+	return false
+}
+
+// waitAgent returns once the guest agent answers guest-ping. It fails at
+// once if the domain stops running, and otherwise when ctx ends.
+func (d *Driver) waitAgent(ctx context.Context, dom *libvirt.Domain) error {
+	var b backoff
+	for {
+		err := d.agentCall(dom, "guest-ping", nil, 1, nil)
+		if err == nil {
+			return nil
+		}
+		if !agentRetryable(err) {
+			return fmt.Errorf("wait for guest agent: %w", err)
+		}
+		if st, _, serr := dom.GetState(); serr == nil && st != libvirt.DOMAIN_RUNNING {
+			return fmt.Errorf("wait for guest agent: domain is %s", stateName(st))
+		}
+		if werr := b.wait(ctx); werr != nil {
+			return fmt.Errorf("wait for guest agent: %w (last: %v)", werr, err)
+		}
+	}
+}
+
+// ExecResult is a finished guest-exec.
+type ExecResult struct {
+	ExitCode int
+	Signal   int
+	Stdout   []byte
+	Stderr   []byte
+}
+
+// guestExec runs path with args in the guest (no shell), waits for it
+// with backoff bounded by ctx and returns its output.
+func (d *Driver) guestExec(ctx context.Context, dom *libvirt.Domain, path string, args []string, stdin []byte) (ExecResult, error) {
+	if args == nil {
+		args = []string{}
+	}
+	req := map[string]any{"path": path, "arg": args, "capture-output": true}
+	if stdin != nil {
+		req["input-data"] = base64.StdEncoding.EncodeToString(stdin)
+	}
+	var started struct {
+		PID int `json:"pid"`
+	}
+	if err := d.agentCall(dom, "guest-exec", req, 10, &started); err != nil {
+		return ExecResult{}, err
+	}
+	var b backoff
+	for {
+		var st struct {
+			Exited   bool   `json:"exited"`
+			ExitCode int    `json:"exitcode"`
+			Signal   int    `json:"signal"`
+			OutData  string `json:"out-data"`
+			ErrData  string `json:"err-data"`
+		}
+		if err := d.agentCall(dom, "guest-exec-status", map[string]any{"pid": started.PID}, 10, &st); err != nil {
+			return ExecResult{}, err
+		}
+		if st.Exited {
+			res := ExecResult{ExitCode: st.ExitCode, Signal: st.Signal}
+			res.Stdout, _ = base64.StdEncoding.DecodeString(st.OutData)
+			res.Stderr, _ = base64.StdEncoding.DecodeString(st.ErrData)
+			return res, nil
+		}
+		if err := b.wait(ctx); err != nil {
+			return ExecResult{}, fmt.Errorf("guest-exec %s: %w", path, err)
+		}
+	}
+}
+
+// writeGuestFile replaces the content of an existing or new file (mode is
+// set separately, see prepareFiles).
+func (d *Driver) writeGuestFile(dom *libvirt.Domain, path string, content []byte) error {
+	var handle int64
+	if err := d.agentCall(dom, "guest-file-open", map[string]any{"path": path, "mode": "w"}, 10, &handle); err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	const chunk = 48 << 10
+	for off := 0; off < len(content); off += chunk {
+		end := min(off+chunk, len(content))
+		var wr struct {
+			Count int `json:"count"`
+		}
+		args := map[string]any{"handle": handle, "buf-b64": base64.StdEncoding.EncodeToString(content[off:end])}
+		if err := d.agentCall(dom, "guest-file-write", args, 10, &wr); err != nil {
+			d.agentCall(dom, "guest-file-close", map[string]any{"handle": handle}, 10, nil)
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		if wr.Count != end-off {
+			d.agentCall(dom, "guest-file-close", map[string]any{"handle": handle}, 10, nil)
+			return fmt.Errorf("write %s: short write (%d of %d bytes)", path, wr.Count, end-off)
+		}
+	}
+	if err := d.agentCall(dom, "guest-file-close", map[string]any{"handle": handle}, 10, nil); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	return nil
+}
+
+// prepareScript creates each file (and its directory) empty, with its
+// final mode, before any content is written: a private key is never
+// readable by others, not even for a moment. Arguments: path mode ...
+const prepareScript = `umask 077
+while [ $# -gt 1 ]; do
+  d=${1%/*}
+  if [ -n "$d" ]; then mkdir -p -- "$d" || exit 1; fi
+  : > "$1" && chmod "$2" -- "$1" || exit 1
+  shift 2
+done`
+
+type guestFile struct {
+	Path    string
+	Mode    uint32
+	Content []byte
+}
+
+// writeGuestFiles creates files with their modes, then writes the contents.
+func (d *Driver) writeGuestFiles(ctx context.Context, dom *libvirt.Domain, files []guestFile) error {
+	args := []string{"-c", prepareScript, "sh"}
+	for _, f := range files {
+		args = append(args, f.Path, fmt.Sprintf("%04o", f.Mode))
+	}
+	res, err := d.guestExec(ctx, dom, "/bin/sh", args, nil)
+	if err != nil {
+		return fmt.Errorf("prepare files: %w", err)
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("prepare files: exit %d: %s", res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+	}
+	for _, f := range files {
+		if err := d.writeGuestFile(dom, f.Path, f.Content); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// guestHasIP reports whether the guest agent sees ip on the NIC with mac.
+func (d *Driver) guestHasIP(dom *libvirt.Domain, mac, ip string) (bool, error) {
+	var ifaces []struct {
+		HW  string `json:"hardware-address"`
+		IPs []struct {
+			Addr string `json:"ip-address"`
+		} `json:"ip-addresses"`
+	}
+	if err := d.agentCall(dom, "guest-network-get-interfaces", nil, 5, &ifaces); err != nil {
+		return false, err
+	}
+	for _, i := range ifaces {
+		if !strings.EqualFold(i.HW, mac) {
+			continue
+		}
+		for _, a := range i.IPs {
+			if a.Addr == ip {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// waitIP returns once the guest reports its reserved address.
+func (d *Driver) waitIP(ctx context.Context, dom *libvirt.Domain, mac, ip string) error {
+	var b backoff
+	for {
+		ok, err := d.guestHasIP(dom, mac, ip)
+		if err != nil && !agentRetryable(err) {
+			return fmt.Errorf("wait for %s: %w", ip, err)
+		}
+		if ok {
+			return nil
+		}
+		if werr := b.wait(ctx); werr != nil {
+			return fmt.Errorf("wait for %s on %s: %w", ip, mac, werr)
+		}
+	}
+}
+
+// syncClock sets the guest clock to the host's (like `virsh domtime --sync`
+// with the host time): after a restore or a revert it is in the past.
+func (d *Driver) syncClock(ctx context.Context, dom *libvirt.Domain) error {
+	var b backoff
+	for {
+		now := time.Now()
+		err := dom.SetTime(now.Unix(), uint(now.Nanosecond()), 0)
+		if err == nil {
+			return nil
+		}
+		if !agentRetryable(err) {
+			return fmt.Errorf("sync guest clock: %w", err)
+		}
+		if werr := b.wait(ctx); werr != nil {
+			return fmt.Errorf("sync guest clock: %w (last: %v)", werr, err)
+		}
+	}
+}

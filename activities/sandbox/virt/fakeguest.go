@@ -1,0 +1,202 @@
+package virt
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"libvirt.org/go/libvirt"
+)
+
+// FakeGuest answers guest agent commands for domains of libvirt's test
+// driver, which has no agent: files live in memory per domain, guest-exec
+// understands cat, the identity preparation script, systemctl and the
+// activation script, and guest-network-get-interfaces reports the
+// sandbox's reserved address. Enough to run the driver end to end in
+// tests without QEMU.
+type FakeGuest struct {
+	mu          sync.Mutex
+	files       map[string]map[string]fakeFile // domain name -> path -> file
+	open        map[int64]*fakeOpen
+	execs       map[int]fakeExec
+	next        int
+	Activations map[string]int // domain name -> airlock-activate runs
+}
+
+type fakeFile struct {
+	Mode    uint32
+	Content []byte
+}
+
+type fakeOpen struct {
+	dom, path string
+	buf       []byte
+}
+
+type fakeExec struct {
+	code     int
+	out, err []byte
+}
+
+// File returns a file the fake guest holds for a domain.
+func (f *FakeGuest) File(domain, path string) ([]byte, uint32, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ff, ok := f.files[domain][path]
+	return ff.Content, ff.Mode, ok
+}
+
+// Command implements Guest.
+func (f *FakeGuest) Command(dom *libvirt.Domain, cmd string, _ int) (string, error) {
+	if active, err := dom.IsActive(); err != nil || !active {
+		return "", libvirt.Error{Code: libvirt.ERR_OPERATION_INVALID, Message: "domain is not running"}
+	}
+	name, err := dom.GetName()
+	if err != nil {
+		return "", err
+	}
+	var req struct {
+		Execute   string          `json:"execute"`
+		Arguments json.RawMessage `json:"arguments"`
+	}
+	if err := json.Unmarshal([]byte(cmd), &req); err != nil {
+		return "", libvirt.Error{Code: libvirt.ERR_INVALID_ARG, Message: err.Error()}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.files == nil {
+		f.files = map[string]map[string]fakeFile{}
+		f.open = map[int64]*fakeOpen{}
+		f.execs = map[int]fakeExec{}
+		f.Activations = map[string]int{}
+	}
+	if f.files[name] == nil {
+		f.files[name] = map[string]fakeFile{}
+	}
+	ret, err := f.handle(dom, name, req.Execute, req.Arguments)
+	if err != nil {
+		return "", libvirt.Error{Code: libvirt.ERR_AGENT_COMMAND_FAILED, Message: err.Error()}
+	}
+	b, _ := json.Marshal(map[string]any{"return": ret})
+	return string(b), nil
+}
+
+func (f *FakeGuest) handle(dom *libvirt.Domain, name, execute string, raw json.RawMessage) (any, error) {
+	var a struct {
+		Path    string   `json:"path"`
+		Mode    string   `json:"mode"`
+		Arg     []string `json:"arg"`
+		Handle  int64    `json:"handle"`
+		PID     int      `json:"pid"`
+		BufB64  string   `json:"buf-b64"`
+		Capture bool     `json:"capture-output"`
+	}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, err
+		}
+	}
+	fs := f.files[name]
+	switch execute {
+	case "guest-ping":
+		return struct{}{}, nil
+	case "guest-file-open":
+		if a.Mode != "w" {
+			return nil, fmt.Errorf("fake guest: mode %q", a.Mode)
+		}
+		f.next++
+		f.open[int64(f.next)] = &fakeOpen{dom: name, path: a.Path}
+		return f.next, nil
+	case "guest-file-write":
+		o := f.open[a.Handle]
+		if o == nil {
+			return nil, fmt.Errorf("bad handle %d", a.Handle)
+		}
+		b, err := base64.StdEncoding.DecodeString(a.BufB64)
+		if err != nil {
+			return nil, err
+		}
+		o.buf = append(o.buf, b...)
+		return map[string]any{"count": len(b), "eof": false}, nil
+	case "guest-file-close":
+		o := f.open[a.Handle]
+		if o == nil {
+			return nil, fmt.Errorf("bad handle %d", a.Handle)
+		}
+		delete(f.open, a.Handle)
+		ff := f.files[o.dom][o.path]
+		if ff.Mode == 0 {
+			ff.Mode = 0o644
+		}
+		ff.Content = o.buf
+		f.files[o.dom][o.path] = ff
+		return struct{}{}, nil
+	case "guest-exec":
+		f.next++
+		f.execs[f.next] = f.exec(name, fs, a.Path, a.Arg)
+		return map[string]int{"pid": f.next}, nil
+	case "guest-exec-status":
+		e, ok := f.execs[a.PID]
+		if !ok {
+			return nil, fmt.Errorf("no pid %d", a.PID)
+		}
+		delete(f.execs, a.PID)
+		return map[string]any{"exited": true, "exitcode": e.code,
+			"out-data": base64.StdEncoding.EncodeToString(e.out),
+			"err-data": base64.StdEncoding.EncodeToString(e.err)}, nil
+	case "guest-network-get-interfaces":
+		m, ok, err := readMeta(dom, true)
+		if err != nil || !ok {
+			return []any{}, err
+		}
+		return []map[string]any{{
+			"name": "enp0s3", "hardware-address": m.MAC,
+			"ip-addresses": []map[string]any{{"ip-address-type": "ipv4", "ip-address": m.IP, "prefix": 24}},
+		}}, nil
+	}
+	return nil, fmt.Errorf("fake guest: command %s not supported", execute)
+}
+
+func (f *FakeGuest) exec(name string, fs map[string]fakeFile, path string, args []string) fakeExec {
+	switch filepath.Base(path) {
+	case "cat":
+		if len(args) > 0 && args[0] == "--" {
+			args = args[1:]
+		}
+		var out []byte
+		for _, p := range args {
+			ff, ok := fs[p]
+			if !ok {
+				return fakeExec{code: 1, err: []byte("cat: " + p + ": No such file or directory\n")}
+			}
+			out = append(out, ff.Content...)
+		}
+		return fakeExec{out: out}
+	case "sh": // the identity preparation script: sh -c SCRIPT sh path mode ...
+		if len(args) < 3 || args[1] != prepareScript {
+			return fakeExec{code: 2, err: []byte("fake guest: unknown script\n")}
+		}
+		rest := args[3:]
+		for i := 0; i+1 < len(rest); i += 2 {
+			mode, err := strconv.ParseUint(rest[i+1], 8, 32)
+			if err != nil {
+				return fakeExec{code: 1, err: []byte(err.Error())}
+			}
+			fs[rest[i]] = fakeFile{Mode: uint32(mode)}
+		}
+		return fakeExec{}
+	case "systemctl":
+		return fakeExec{out: []byte("running\n")}
+	case filepath.Base(ActivatePath):
+		f.Activations[name]++
+		delete(fs, "/run/airlock-entropy")
+		return fakeExec{}
+	case "sync", "true":
+		return fakeExec{}
+	}
+	return fakeExec{code: 127, err: []byte(path + ": " + os.ErrNotExist.Error() + "\n")}
+}

@@ -1,0 +1,270 @@
+package virt
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
+)
+
+// Template is a pre-booted guest's memory image plus the disk it ran on.
+// Sandboxes restored from it get an overlay backed by Disk, which is never
+// written again once the image is saved.
+type Template struct {
+	Key        string        `json:"key"` // <image>-<imagehash>
+	Image      string        `json:"image"`
+	ImageHash  string        `json:"image_hash"`
+	SaveFile   string        `json:"save_file"` // $STATE/templates/<key>.save
+	Disk       string        `json:"disk"`      // pool volume tmpl-<key>.qcow2
+	MemoryMiB  int           `json:"memory_mib"`
+	VCPUs      int           `json:"vcpus"`
+	DomainType string        `json:"domain_type"`
+	SystemdSay string        `json:"systemd_state"` // what is-system-running said
+	Created    time.Time     `json:"created"`
+	BootTime   time.Duration `json:"boot_time"` // boot to systemd settled
+	SaveTime   time.Duration `json:"save_time"`
+}
+
+func (d *Driver) templatePath(key, ext string) string {
+	return filepath.Join(d.cfg.StateDir, "templates", key+ext)
+}
+
+// loadTemplate reads a finished template's sidecar; ok=false if there is
+// no complete template for key.
+func (d *Driver) loadTemplate(key string) (Template, bool) {
+	if key == "" {
+		return Template{}, false
+	}
+	b, err := os.ReadFile(d.templatePath(key, ".json"))
+	if err != nil {
+		return Template{}, false
+	}
+	var t Template
+	if json.Unmarshal(b, &t) != nil || t.Key != key || t.DomainType != d.cfg.DomainType {
+		return Template{}, false
+	}
+	for _, f := range []string{t.SaveFile, t.Disk} {
+		if _, err := os.Stat(f); err != nil {
+			return Template{}, false
+		}
+	}
+	return t, true
+}
+
+// TemplateFor returns the image's finished template, if this host has one.
+func (d *Driver) TemplateFor(image string) (Template, bool) {
+	img, err := d.resolveImage(image)
+	if err != nil {
+		return Template{}, false
+	}
+	return d.loadTemplate(img.Name + "-" + img.Hash)
+}
+
+// EnsureTemplate makes sure the host has a template for image: it boots
+// the golden image without a NIC, waits until systemd has settled (asked
+// through the guest agent), and saves the memory state. Once per image
+// hash per host; later calls return the existing one.
+func (d *Driver) EnsureTemplate(ctx context.Context, image string) (Template, error) {
+	img, err := d.resolveImage(image)
+	if err != nil {
+		return Template{}, err
+	}
+	key := img.Name + "-" + img.Hash
+	d.tmpl.Lock()
+	defer d.tmpl.Unlock()
+	unlock, err := lockFile(d.templatePath(key, ".lock"))
+	if err != nil {
+		return Template{}, err
+	}
+	defer unlock()
+	if t, ok := d.loadTemplate(key); ok {
+		return t, nil
+	}
+	conn, err := d.connect()
+	if err != nil {
+		return Template{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.BootTimeout)
+	defer cancel()
+	t, err := d.buildTemplate(ctx, conn, img, key)
+	if err != nil {
+		return Template{}, fmt.Errorf("template %s: %w", key, err)
+	}
+	return t, nil
+}
+
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("template lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("template lock: %w", err)
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+func (d *Driver) buildTemplate(ctx context.Context, conn *libvirt.Connect, img image, key string) (Template, error) {
+	domName := "tmpl-" + key
+	volName := "tmpl-" + key + ".qcow2"
+	part := d.templatePath(key, ".save.part")
+	// Debris of an interrupted build: no sidecar means no sandbox uses it.
+	if dom, err := conn.LookupDomainByName(domName); err == nil {
+		dom.Destroy()
+		dom.Undefine()
+		dom.Free()
+	}
+	if vols, err := d.volumesOf(conn, "tmpl-"+key, nil); err == nil {
+		d.deleteVolumes(conn, vols)
+	}
+	os.Remove(part)
+
+	ok := false
+	disk, err := d.createOverlay(conn, volName, img.Disk)
+	if err != nil {
+		return Template{}, err
+	}
+	defer func() {
+		if !ok {
+			if dom, err := conn.LookupDomainByName(domName); err == nil {
+				dom.Destroy()
+				dom.Free()
+			}
+			d.deleteVolumes(conn, []string{disk})
+			os.Remove(part)
+		}
+	}()
+	xml, err := d.domainXML(domainSpec{
+		Name: domName, UUID: newUUID(), MemoryMiB: d.cfg.MemoryMiB, VCPUs: d.cfg.VCPUs,
+		Disk: disk, Kernel: img.Kernel, Initrd: img.Initrd,
+		ConsoleLog: d.consoleLog(domName),
+		Meta:       meta{Role: "template", Image: img.Name, ImageHash: img.Hash},
+	})
+	if err != nil {
+		return Template{}, err
+	}
+	t0 := time.Now()
+	dom, err := conn.DomainCreateXML(xml, 0) // transient: gone once saved
+	if err != nil {
+		return Template{}, fmt.Errorf("boot: %w", err)
+	}
+	defer dom.Free()
+	if err := d.waitAgent(ctx, dom); err != nil {
+		return Template{}, err
+	}
+	res, err := d.guestExec(ctx, dom, "/bin/systemctl", []string{"is-system-running", "--wait"}, nil)
+	if err != nil {
+		return Template{}, fmt.Errorf("wait for systemd: %w", err)
+	}
+	say := strings.TrimSpace(string(res.Stdout))
+	if say != "running" && say != "degraded" {
+		return Template{}, fmt.Errorf("systemd is %q: %s", say, strings.TrimSpace(string(res.Stderr)))
+	}
+	// Flush the guest's dirty pages so the disk and memory image agree on as
+	// much as possible (the overlay is only ever read from now on).
+	d.guestExec(ctx, dom, "/bin/sync", nil, nil)
+	boot := time.Since(t0)
+	t1 := time.Now()
+	if err := dom.SaveFlags(part, "", 0); err != nil {
+		return Template{}, fmt.Errorf("save memory image: %w", err)
+	}
+	t := Template{
+		Key: key, Image: img.Name, ImageHash: img.Hash,
+		SaveFile: d.templatePath(key, ".save"), Disk: disk,
+		MemoryMiB: d.cfg.MemoryMiB, VCPUs: d.cfg.VCPUs, DomainType: d.cfg.DomainType,
+		SystemdSay: say, Created: time.Now().UTC(), BootTime: boot, SaveTime: time.Since(t1),
+	}
+	if err := os.Rename(part, t.SaveFile); err != nil {
+		return Template{}, fmt.Errorf("save memory image: %w", err)
+	}
+	b, _ := json.MarshalIndent(t, "", "  ")
+	side := d.templatePath(key, ".json")
+	if err := os.WriteFile(side+".part", b, 0o644); err != nil {
+		return Template{}, fmt.Errorf("template sidecar: %w", err)
+	}
+	if err := os.Rename(side+".part", side); err != nil {
+		return Template{}, fmt.Errorf("template sidecar: %w", err)
+	}
+	ok = true
+	return t, nil
+}
+
+// restoreXML turns the template's saved definition into the sandbox's:
+// its name, UUID, overlay, console log and metadata. Devices, addresses
+// and the machine type stay as saved (the memory image depends on them).
+func (d *Driver) restoreXML(saved, name, uuid, disk string, m meta) (string, error) {
+	var def libvirtxml.Domain
+	if err := def.Unmarshal(saved); err != nil {
+		return "", fmt.Errorf("parse saved xml: %w", err)
+	}
+	def.Name, def.UUID, def.ID = name, uuid, nil
+	def.Metadata = &libvirtxml.DomainMetadata{XML: m.element()}
+	if def.Devices == nil || len(def.Devices.Disks) != 1 || def.Devices.Disks[0].Source == nil {
+		return "", fmt.Errorf("saved xml: want exactly one disk")
+	}
+	def.Devices.Disks[0].Source.File = &libvirtxml.DomainDiskSourceFile{File: disk}
+	def.Devices.Disks[0].BackingStore = nil // libvirt probes the new chain
+	for i := range def.Devices.Serials {
+		if s := def.Devices.Serials[i].Source; s != nil && s.File != nil {
+			s.File.Path = d.consoleLog(name)
+		}
+	}
+	for i := range def.Devices.Consoles {
+		if s := def.Devices.Consoles[i].Source; s != nil && s.File != nil {
+			s.File.Path = d.consoleLog(name)
+		}
+	}
+	for i := range def.Devices.Channels {
+		if s := def.Devices.Channels[i].Source; s != nil && s.UNIX != nil {
+			s.UNIX.Path = "" // libvirt picks a path under the new domain's dir
+		}
+	}
+	return def.Marshal()
+}
+
+// restoreTemplate starts a defined, never-booted sandbox from the
+// template's memory image. libvirt refuses to restore an image under
+// another name (DESIGN §9), so a copy of the image gets the sandbox's
+// definition written into its header, and that copy is restored.
+func (d *Driver) restoreTemplate(ctx context.Context, conn *libvirt.Connect, dom *libvirt.Domain, name string, m meta, t Template) error {
+	uuid, err := dom.GetUUIDString()
+	if err != nil {
+		return fmt.Errorf("uuid of %s: %w", name, err)
+	}
+	def, err := domainDef(dom, libvirt.DOMAIN_XML_INACTIVE)
+	if err != nil {
+		return err
+	}
+	disks := diskPaths(def)
+	if len(disks) != 1 {
+		return fmt.Errorf("restore %s: want one disk, have %d", name, len(disks))
+	}
+	saved, err := ReadSaveImageXML(t.SaveFile)
+	if err != nil {
+		return err
+	}
+	x, err := d.restoreXML(saved, name, uuid, disks[0], m)
+	if err != nil {
+		return err
+	}
+	img := filepath.Join(d.cfg.StateDir, "run", name+".save")
+	defer os.Remove(img)
+	if err := copySaveImage(t.SaveFile, img, x); err != nil {
+		return fmt.Errorf("restore %s: %w", name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := conn.DomainRestoreFlags(img, "", libvirt.DOMAIN_SAVE_RUNNING); err != nil {
+		return fmt.Errorf("restore %s: %w", name, err)
+	}
+	return nil
+}
