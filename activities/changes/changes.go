@@ -202,3 +202,15 @@ func (c *Changes) Empty() bool {
 	return len(c.Packages) == 0 && len(c.Files) == 0 && len(c.Services) == 0 &&
 		len(c.Users) == 0 && len(c.Groups) == 0 && len(c.Cron) == 0 && len(c.Sysctl) == 0
 }
+
+// Map returns the counts keyed by their JSON names, the form workflow
+// results carry.
+func (s Summary) Map() map[string]int {
+	return map[string]int{
+		"packages_installed": s.PackagesInstalled, "packages_removed": s.PackagesRemoved,
+		"packages_upgraded": s.PackagesUpgraded, "files_added": s.FilesAdded, "files_modified": s.FilesModified,
+		"files_removed": s.FilesRemoved, "files_folded": s.FilesFolded, "services_changed": s.ServicesChanged,
+		"users_changed": s.UsersChanged, "groups_changed": s.GroupsChanged, "cron_changed": s.CronChanged,
+		"sysctl_changed": s.SysctlChanged, "ignored": s.Ignored, "notes": s.Notes,
+	}
+}

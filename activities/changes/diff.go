@@ -16,6 +16,10 @@ type DiffOptions struct {
 	PackageState []string
 	// IgnoreUnits: unit-name globs whose changes are dropped.
 	IgnoreUnits []string
+	// AlwaysFoldPackageState folds PackageState paths even when no package
+	// changed (Residual: the package section already compares packages, and
+	// two machines with the same packages have byte-different databases).
+	AlwaysFoldPackageState bool
 }
 
 // DefaultIgnore lists what an agent session leaves behind that is not part
@@ -195,7 +199,7 @@ func fold(files []FileChange, before, after *Manifest, pkgs []PackageChange, opt
 			add("package "+owner[f.Path], "shipped by the package (not modified after unpacking)", f.Path)
 		case f.Action == Removed && gone[f.Path] != "":
 			add("package "+gone[f.Path], "listed by the removed or replaced package", f.Path)
-		case len(pkgs) > 0 && pkgState.match(f.Path):
+		case (len(pkgs) > 0 || opts.AlwaysFoldPackageState) && pkgState.match(f.Path):
 			add("package-state", "dpkg/apt/debconf databases, rewritten by any package operation", f.Path)
 		case both("users") && accounts.match(f.Path):
 			add("users", "account databases: see the users and groups sections", f.Path)

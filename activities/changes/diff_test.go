@@ -261,6 +261,8 @@ func TestResidual(t *testing.T) {
 	verify.Files[UserCrontabDir+"/deploy"] = reg("#Ansible: airlock-1\n0 1 * * * /x\n", 555) // cron module marker
 	verify.Files["/home/deploy"] = dirEntry(555)
 	verify.Files["/root/.ansible/tmp"] = dirEntry(555)
+	agent.Files["/var/lib/apt/extended_states"] = reg("Package: nginx\nAuto-Installed: 0\n", 100)
+	verify.Files["/var/lib/apt/extended_states"] = reg("Package: nginx\nAuto-Installed: 1\n", 555)
 	verify.Cron[UserCrontabDir+"/deploy"] = "#Ansible: airlock-1\n0 1 * * * /x\n"
 	verify.Users["deploy"] = User{Name: "deploy", UID: 1001, Password: "locked", LastChg: "20001"}
 	verify.Units["app.service"] = Unit{Name: "app.service", FileState: "enabled", Active: "active"}

@@ -8,7 +8,9 @@ package changes
 //     directories get new mtimes whenever an entry is added);
 //   - byte differences of account databases and user crontabs, which are
 //     compared field by field in the users, groups and cron sections
-//     (the cron module adds "#Ansible:" marker comments).
+//     (the cron module adds "#Ansible:" marker comments);
+//   - byte differences of dpkg/apt/debconf databases (DefaultPackageState):
+//     the packages section compares names, versions and states.
 type IgnoreRules struct {
 	Paths []string // path globs, as DiffOptions.Ignore
 	Units []string // unit-name globs, as DiffOptions.IgnoreUnits
@@ -35,5 +37,5 @@ func Residual(agentFinal, verifyFinal *Manifest, ignore IgnoreRules) *Changes {
 	if units == nil {
 		units = []string{}
 	}
-	return Diff(agentFinal, verifyFinal, DiffOptions{Ignore: paths, IgnoreUnits: units})
+	return Diff(agentFinal, verifyFinal, DiffOptions{Ignore: paths, IgnoreUnits: units, AlwaysFoldPackageState: true})
 }
