@@ -53,14 +53,15 @@ type Event struct {
 
 // TaskRecord mirrors workflow state into the store for lists.
 type TaskRecord struct {
-	WorkflowID string `json:"workflow_id"`
-	RunID      string `json:"run_id"`
-	Goal       string `json:"goal"`
-	Source     string `json:"source"`
-	StartedBy  string `json:"started_by"`
-	Target     string `json:"target"`
-	Phase      string `json:"phase"`
-	PlanHash   string `json:"plan_hash,omitempty"`
+	WorkflowID string    `json:"workflow_id"`
+	RunID      string    `json:"run_id"`
+	Goal       string    `json:"goal"`
+	Source     string    `json:"source"`
+	StartedBy  string    `json:"started_by"`
+	Target     string    `json:"target"`
+	Phase      string    `json:"phase"`
+	PlanHash   string    `json:"plan_hash,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at"` // workflow.Now(): orders mirror writes
 }
 
 var noRetryBadInput = []string{ErrTypeBadInput}

@@ -302,7 +302,7 @@ func (t *task) setPhase(ctx workflow.Context, phase string) {
 }
 
 func (t *task) upsertTask(ctx workflow.Context) {
-	rec := TaskRecord{WorkflowID: t.st.WorkflowID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID, Goal: t.in.Goal, Source: t.in.Origin.Via, StartedBy: t.in.Origin.By, Target: targetLabel(t.in.Target), Phase: t.st.Phase}
+	rec := TaskRecord{WorkflowID: t.st.WorkflowID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID, Goal: t.in.Goal, Source: t.in.Origin.Via, StartedBy: t.in.Origin.By, Target: targetLabel(t.in.Target), Phase: t.st.Phase, UpdatedAt: workflow.Now(ctx)}
 	if t.st.Plan != nil {
 		rec.PlanHash = t.st.Plan.PlanHash
 	}

@@ -51,6 +51,9 @@ const (
 	SourceUI           = "ui"
 	SourcePagerDuty    = "pagerduty"
 	SourceAlertmanager = "alertmanager"
+	// SourceTemporal: started directly with `temporal workflow start` or
+	// the Temporal UI, without an origin set by Airlock.
+	SourceTemporal = "temporal"
 )
 
 // Event is one append-only audit row.
@@ -120,9 +123,9 @@ type Task struct {
 // Validate checks what the database would reject, and says which field.
 func (t Task) Validate() error {
 	switch t.Source {
-	case SourceCLI, SourceUI, SourcePagerDuty, SourceAlertmanager:
+	case SourceCLI, SourceUI, SourcePagerDuty, SourceAlertmanager, SourceTemporal:
 	default:
-		return invalid("task: source %q is not one of cli, ui, pagerduty, alertmanager", t.Source)
+		return invalid("task: source %q is not one of cli, ui, pagerduty, alertmanager, temporal", t.Source)
 	}
 	switch {
 	case t.WorkflowID == "":
