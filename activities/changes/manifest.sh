@@ -45,6 +45,7 @@ blob() {
 }
 
 cd -- "$AIRLOCK_ROOT" || { echo "airlock-manifest: cannot enter root $AIRLOCK_ROOT" >&2; exit 2; }
+AIRLOCK_ROOT=$(pwd -P)
 
 # Baseline index: records "<inode:size:mtime:ctime>\t<sha256>\0", written by
 # Manifest.BaselineIndex. A file whose key is unchanged keeps its old hash.

@@ -3,6 +3,7 @@ package playbook
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"github.com/airlock-dev/airlock/activities/changes"
 )
@@ -149,4 +151,61 @@ func TestPipelineFromRealManifests(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, f.SyntaxOK, "%+v", f.Items)
 	}
+}
+
+// TestModuleOptionsExist checks every module option the scenarios emit
+// against the installed modules' documentation (ansible-doc --json), which
+// --syntax-check does not do.
+func TestModuleOptionsExist(t *testing.T) {
+	if _, err := exec.LookPath("ansible-doc"); err != nil {
+		t.Skip("ansible-doc not installed")
+	}
+	used := map[string]map[string]bool{}
+	for _, b := range []*builder{scenarioNginx(), scenarioUser(), scenarioSysctlCron(), scenarioSSHD(), scenarioRemoval(), scenarioUnit(), scenarioUnitsDown()} {
+		bundle, err := Generate(b.c, b.contents, nil)
+		require.NoError(t, err)
+		var plays []parsedPlay
+		require.NoError(t, yaml.Unmarshal(bundle.Playbook(), &plays))
+		for _, task := range append(plays[0].Tasks, plays[0].Handlers...) {
+			for k, v := range task {
+				if !strings.HasPrefix(k, "ansible.builtin.") {
+					continue
+				}
+				if used[k] == nil {
+					used[k] = map[string]bool{}
+				}
+				if m, ok := v.(map[string]any); ok {
+					for opt := range m {
+						used[k][opt] = true
+					}
+				}
+			}
+		}
+	}
+	for module, opts := range used {
+		out, err := exec.Command("ansible-doc", "--json", module).Output()
+		require.NoError(t, err, module)
+		var doc map[string]struct {
+			Doc struct {
+				Options map[string]struct {
+					Aliases []string `json:"aliases"`
+				} `json:"options"`
+			} `json:"doc"`
+		}
+		require.NoError(t, json.Unmarshal(out, &doc))
+		known := map[string]bool{}
+		for name, o := range doc[module].Doc.Options {
+			known[name] = true
+			for _, a := range o.Aliases {
+				known[a] = true
+			}
+		}
+		for opt := range opts {
+			require.True(t, known[opt], "%s has no option %q", module, opt)
+		}
+	}
+	require.Contains(t, used, "ansible.builtin.apt")
+	require.Contains(t, used, "ansible.builtin.cron")
+	require.Contains(t, used, "ansible.builtin.stat")
+	require.Contains(t, used, "ansible.builtin.command")
 }

@@ -299,3 +299,16 @@ func TestRemovedTreeCollapses(t *testing.T) {
 	require.Equal(t, "/etc/nginx", args(p.Tasks[0], "file")["path"])
 	require.Equal(t, "/etc/other", args(p.Tasks[1], "file")["path"])
 }
+
+func TestUnitsStoppedBeforeFiles(t *testing.T) {
+	_, p, _ := generate(t, scenarioUnitsDown())
+	require.Equal(t, []string{"stat", "systemd", "systemd", "systemd", "file", "command"}, modules(p))
+	require.Equal(t, map[string]any{"path": "/etc/systemd/system/old.service"}, args(p.Tasks[0], "stat"))
+	require.Equal(t, "airlock_unit_0", p.Tasks[0]["register"])
+	require.Equal(t, "airlock_unit_0.stat.exists", p.Tasks[1]["when"], "a second run, with the unit gone, skips it")
+	require.Equal(t, map[string]any{"name": "old.service", "state": "stopped", "enabled": false}, args(p.Tasks[1], "systemd"))
+	require.Equal(t, map[string]any{"name": "apache2.service", "enabled": false, "state": "stopped"}, args(p.Tasks[2], "systemd"))
+	require.Equal(t, "Disable and stop apache2.service", p.Tasks[2]["name"])
+	require.Equal(t, map[string]any{"name": "bluetooth.service", "masked": true}, args(p.Tasks[3], "systemd"))
+	require.Equal(t, "absent", args(p.Tasks[4], "file")["state"])
+}

@@ -154,3 +154,17 @@ func scenarioUnit() *builder {
 	b.c.Folded = []changes.FoldedFiles{{Into: "services", Paths: []changes.Path{"/etc/systemd/system/multi-user.target.wants/healthcheck.service"}}}
 	return b
 }
+
+// scenarioUnitsDown: a custom unit deleted, another disabled and stopped,
+// a third masked.
+func scenarioUnitsDown() *builder {
+	b := newBuilder()
+	before := changes.Unit{Name: "old.service", FileState: "enabled", Active: "active"}
+	b.c.Services = append(b.c.Services, changes.ServiceChange{Unit: "old.service", Before: &before, Enablement: "removed", Activity: "stopped"})
+	b.removed("/etc/systemd/system/old.service", changes.TypeFile)
+	b.unit("apache2.service", "disabled", "inactive").service("apache2.service", "disabled", "stopped")
+	b.unit("bluetooth.service", "masked", "inactive").service("bluetooth.service", "masked", "")
+	b.c.Files = append(b.c.Files, changes.FileChange{Path: "/srv/pipe", Action: changes.Added,
+		After: &changes.FileEntry{Type: changes.TypeFIFO, Mode: 0o600}})
+	return b
+}
