@@ -245,7 +245,14 @@ func (t *task) approveAndApply(ctx workflow.Context) (Result, error) {
 			var plan playbook.Plan
 			edit := playbook.EditInput{WorkflowID: t.st.WorkflowID, BaseRef: t.st.Plan.BundleRef, Playbook: d.Playbook, By: d.By}
 			if err := workflow.ExecuteActivity(controlCtx(ctx, 5*time.Minute), ActPlanFromEdit, edit).Get(ctx, &plan); err != nil {
-				return Result{}, fmt.Errorf("build edited plan: %w", err)
+				var canceled *temporal.CanceledError
+				if errors.As(err, &canceled) {
+					return Result{}, err
+				}
+				// A broken edit is refused; the current plan stays up for
+				// approval with its votes reset.
+				t.record(ctx, "modify_refused", d.By, map[string]any{"plan_hash": t.st.Plan.PlanHash, "reason": err.Error()})
+				continue
 			}
 			t.setPlan(ctx, plan)
 			if err := t.verify(ctx, t.agentFinalRef, attempt); err != nil {

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/airlock-dev/airlock/activities/apply"
+	"github.com/airlock-dev/airlock/activities/playbook"
 	"github.com/airlock-dev/airlock/activities/sandbox"
 )
 
@@ -283,4 +284,18 @@ func TestFailedRunbookStepStillCleansUp(t *testing.T) {
 	require.True(t, b.env.IsWorkflowCompleted())
 	require.ErrorContains(t, b.env.GetWorkflowError(), "exit code 3, expected 0")
 	b.requireCleanedUp(t)
+}
+
+func TestBrokenModifyKeepsCurrentPlan(t *testing.T) {
+	b := setup(t)
+	b.acts.PlanFromEditFunc = func(ctx context.Context, in playbook.EditInput) (playbook.Plan, error) {
+		return playbook.Plan{}, temporal.NewNonRetryableApplicationError("the edited playbook fails ansible-playbook --syntax-check", "BadPlaybook", nil)
+	}
+	b.signalAt(time.Hour, Decision{Decision: DecisionModify, By: "alice", PlanHash: "sha256:plan1", Playbook: "{{{"})
+	b.signalAt(2*time.Hour, approve("bob"))
+	b.env.ExecuteWorkflow(AgentTask, validInput())
+	r := b.result(t)
+	require.Equal(t, PhaseApplied, r.Outcome)
+	require.Equal(t, "sha256:plan1", r.PlanHash)
+	require.Len(t, b.acts.eventsOf("modify_refused"), 1)
 }

@@ -33,6 +33,7 @@ type fakeActivities struct {
 	ExecFunc          func(context.Context, sandbox.ExecInput) (sandbox.ExecResult, error)
 	VerifyFunc        func(context.Context, sandbox.VerifyInput) (sandbox.VerifyResult, error)
 	ApplyFunc         func(context.Context, apply.Input) (apply.Result, error)
+	PlanFromEditFunc  func(context.Context, playbook.EditInput) (playbook.Plan, error)
 }
 
 func (f *fakeActivities) Catalog(ctx context.Context) (Catalog, error) {
@@ -56,6 +57,9 @@ func (f *fakeActivities) GeneratePlaybook(ctx context.Context, in playbook.Gener
 }
 
 func (f *fakeActivities) PlanFromEdit(ctx context.Context, in playbook.EditInput) (playbook.Plan, error) {
+	if f.PlanFromEditFunc != nil {
+		return f.PlanFromEditFunc(ctx, in)
+	}
 	f.mu.Lock()
 	f.plans++
 	n := f.plans
