@@ -209,6 +209,27 @@ func (c *CAs) UserCert(principal string, validity time.Duration) (ssh.Signer, er
 }
 
 func (c *CAs) userCert(principal string, validity time.Duration, now time.Time) (ssh.Signer, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("user cert: generate key: %w", err)
+	}
+	key, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("user cert: %w", err)
+	}
+	cert, err := c.signUserCert(key.PublicKey(), principal, validity, now)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := ssh.NewCertSigner(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("user cert: %w", err)
+	}
+	return signer, nil
+}
+
+// signUserCert certifies pub as a user key for principal.
+func (c *CAs) signUserCert(pub ssh.PublicKey, principal string, validity time.Duration, now time.Time) (*ssh.Certificate, error) {
 	if validity == 0 {
 		validity = DefaultUserCertValidity
 	}
@@ -218,17 +239,9 @@ func (c *CAs) userCert(principal string, validity time.Duration, now time.Time) 
 	if principal == "" {
 		return nil, errors.New("user cert: empty principal")
 	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("user cert: generate key: %w", err)
-	}
-	key, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		return nil, fmt.Errorf("user cert: %w", err)
-	}
 	serial := randomSerial()
 	cert := &ssh.Certificate{
-		Key:             key.PublicKey(),
+		Key:             pub,
 		Serial:          serial,
 		CertType:        ssh.UserCert,
 		KeyId:           fmt.Sprintf("airlock:%s:%016x", principal, serial),
@@ -242,11 +255,7 @@ func (c *CAs) userCert(principal string, validity time.Duration, now time.Time) 
 	if err := cert.SignCert(rand.Reader, c.user); err != nil {
 		return nil, fmt.Errorf("user cert: sign: %w", err)
 	}
-	signer, err := ssh.NewCertSigner(cert, key)
-	if err != nil {
-		return nil, fmt.Errorf("user cert: %w", err)
-	}
-	return signer, nil
+	return cert, nil
 }
 
 // HostIdentity is a sandbox's SSH host identity: a new ed25519 key pair and
