@@ -150,45 +150,20 @@ func (d *Driver) guestExec(ctx context.Context, dom *libvirt.Domain, path string
 	}
 }
 
-// writeGuestFile replaces the content of an existing or new file (mode is
-// set separately, see prepareFiles).
-func (d *Driver) writeGuestFile(dom *libvirt.Domain, path string, content []byte) error {
-	var handle int64
-	if err := d.agentCall(dom, "guest-file-open", map[string]any{"path": path, "mode": "w"}, 10, &handle); err != nil {
-		return fmt.Errorf("open %s: %w", path, err)
-	}
-	const chunk = 48 << 10
-	for off := 0; off < len(content); off += chunk {
-		end := min(off+chunk, len(content))
-		var wr struct {
-			Count int `json:"count"`
-		}
-		args := map[string]any{"handle": handle, "buf-b64": base64.StdEncoding.EncodeToString(content[off:end])}
-		if err := d.agentCall(dom, "guest-file-write", args, 10, &wr); err != nil {
-			d.agentCall(dom, "guest-file-close", map[string]any{"handle": handle}, 10, nil)
-			return fmt.Errorf("write %s: %w", path, err)
-		}
-		if wr.Count != end-off {
-			d.agentCall(dom, "guest-file-close", map[string]any{"handle": handle}, 10, nil)
-			return fmt.Errorf("write %s: short write (%d of %d bytes)", path, wr.Count, end-off)
-		}
-	}
-	if err := d.agentCall(dom, "guest-file-close", map[string]any{"handle": handle}, 10, nil); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	return nil
-}
-
-// prepareScript creates each file (and its directory) empty, with its
-// final mode, before any content is written: a private key is never
-// readable by others, not even for a moment. Arguments: path mode ...
-const prepareScript = `umask 077
-while [ $# -gt 1 ]; do
-  d=${1%/*}
-  if [ -n "$d" ]; then mkdir -p -- "$d" || exit 1; fi
-  : > "$1" && chmod "$2" -- "$1" || exit 1
-  shift 2
-done`
+// installScript writes files from stdin records "MODE LEN PATH\n" followed
+// by LEN bytes: each file (and its directory) is created empty with its
+// final mode first, so a private key is never readable by others, not even
+// for a moment; then the content goes in. With arguments, it then execs
+// them (the activation script), so identity costs one guest-exec.
+const installScript = `umask 077
+while IFS=' ' read -r mode len path; do
+  case $path in /*) ;; *) echo "airlock-install: bad record" >&2; exit 2;; esac
+  d=${path%/*}
+  if [ -n "$d" ] && [ ! -d "$d" ]; then mkdir -p -- "$d" || exit 1; fi
+  : > "$path" && chmod "$mode" -- "$path" || exit 1
+  if [ "$len" -gt 0 ]; then head -c "$len" > "$path" || exit 1; fi
+done
+if [ $# -gt 0 ]; then exec "$@"; fi`
 
 type guestFile struct {
 	Path    string
@@ -196,25 +171,30 @@ type guestFile struct {
 	Content []byte
 }
 
-// writeGuestFiles creates files with their modes, then writes the contents.
-func (d *Driver) writeGuestFiles(ctx context.Context, dom *libvirt.Domain, files []guestFile) error {
-	args := []string{"-c", prepareScript, "sh"}
+// installRecords encodes files for installScript.
+func installRecords(files []guestFile) []byte {
+	var b []byte
 	for _, f := range files {
-		args = append(args, f.Path, fmt.Sprintf("%04o", f.Mode))
+		b = fmt.Appendf(b, "%04o %d %s\n", f.Mode, len(f.Content), f.Path)
+		b = append(b, f.Content...)
 	}
-	res, err := d.guestExec(ctx, dom, "/bin/sh", args, nil)
-	if err != nil {
-		return fmt.Errorf("prepare files: %w", err)
-	}
-	if res.ExitCode != 0 {
-		return fmt.Errorf("prepare files: exit %d: %s", res.ExitCode, strings.TrimSpace(string(res.Stderr)))
-	}
+	return b
+}
+
+// installFiles writes files in one guest-exec and, if then is given, runs
+// it afterwards in the same process (exec).
+func (d *Driver) installFiles(ctx context.Context, dom *libvirt.Domain, files []guestFile, then ...string) (ExecResult, error) {
 	for _, f := range files {
-		if err := d.writeGuestFile(dom, f.Path, f.Content); err != nil {
-			return err
+		if !strings.HasPrefix(f.Path, "/") || strings.ContainsAny(f.Path, "\n\x00") {
+			return ExecResult{}, badInput("guest path %q", f.Path)
 		}
 	}
-	return nil
+	args := append([]string{"-c", installScript, "airlock-install"}, then...)
+	res, err := d.guestExec(ctx, dom, "/bin/sh", args, installRecords(files))
+	if err != nil {
+		return res, fmt.Errorf("install files: %w", err)
+	}
+	return res, nil
 }
 
 // guestHasIP reports whether the guest agent sees ip on the NIC with mac.
@@ -258,21 +238,19 @@ func (d *Driver) waitIP(ctx context.Context, dom *libvirt.Domain, mac, ip string
 	}
 }
 
-// syncClock sets the guest clock to the host's (like `virsh domtime --sync`
-// with the host time): after a restore or a revert it is in the past.
+// syncClock sets the guest clock to the host's after a restore or a
+// revert (it is in the past otherwise). Same effect as `virsh domtime
+// --sync`, but through guest-exec `date -s`: libvirt's SetTime makes
+// qemu-ga run `hwclock -w`, which costs 1-4 s under TCG (measured), and the
+// guest's RTC is not read again until the next cold boot.
 func (d *Driver) syncClock(ctx context.Context, dom *libvirt.Domain) error {
-	var b backoff
-	for {
-		now := time.Now()
-		err := dom.SetTime(now.Unix(), uint(now.Nanosecond()), 0)
-		if err == nil {
-			return nil
-		}
-		if !agentRetryable(err) {
-			return fmt.Errorf("sync guest clock: %w", err)
-		}
-		if werr := b.wait(ctx); werr != nil {
-			return fmt.Errorf("sync guest clock: %w (last: %v)", werr, err)
-		}
+	now := time.Now().UTC()
+	res, err := d.guestExec(ctx, dom, "/bin/date", []string{"-u", "-s", fmt.Sprintf("@%d.%09d", now.Unix(), now.Nanosecond())}, nil)
+	if err != nil {
+		return fmt.Errorf("sync guest clock: %w", err)
 	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("sync guest clock: date exit %d: %s", res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+	}
+	return nil
 }

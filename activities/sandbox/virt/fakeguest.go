@@ -1,12 +1,14 @@
 package virt
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"libvirt.org/go/libvirt"
@@ -14,14 +16,13 @@ import (
 
 // FakeGuest answers guest agent commands for domains of libvirt's test
 // driver, which has no agent: files live in memory per domain, guest-exec
-// understands cat, the identity preparation script, systemctl and the
+// understands cat, date, the file install script, systemctl and the
 // activation script, and guest-network-get-interfaces reports the
 // sandbox's reserved address. Enough to run the driver end to end in
 // tests without QEMU.
 type FakeGuest struct {
 	mu          sync.Mutex
 	files       map[string]map[string]fakeFile // domain name -> path -> file
-	open        map[int64]*fakeOpen
 	execs       map[int]fakeExec
 	next        int
 	Activations map[string]int // domain name -> airlock-activate runs
@@ -30,11 +31,6 @@ type FakeGuest struct {
 type fakeFile struct {
 	Mode    uint32
 	Content []byte
-}
-
-type fakeOpen struct {
-	dom, path string
-	buf       []byte
 }
 
 type fakeExec struct {
@@ -70,7 +66,6 @@ func (f *FakeGuest) Command(dom *libvirt.Domain, cmd string, _ int) (string, err
 	defer f.mu.Unlock()
 	if f.files == nil {
 		f.files = map[string]map[string]fakeFile{}
-		f.open = map[int64]*fakeOpen{}
 		f.execs = map[int]fakeExec{}
 		f.Activations = map[string]int{}
 	}
@@ -88,11 +83,9 @@ func (f *FakeGuest) Command(dom *libvirt.Domain, cmd string, _ int) (string, err
 func (f *FakeGuest) handle(dom *libvirt.Domain, name, execute string, raw json.RawMessage) (any, error) {
 	var a struct {
 		Path    string   `json:"path"`
-		Mode    string   `json:"mode"`
 		Arg     []string `json:"arg"`
-		Handle  int64    `json:"handle"`
 		PID     int      `json:"pid"`
-		BufB64  string   `json:"buf-b64"`
+		Input   string   `json:"input-data"`
 		Capture bool     `json:"capture-output"`
 	}
 	if len(raw) > 0 {
@@ -104,40 +97,13 @@ func (f *FakeGuest) handle(dom *libvirt.Domain, name, execute string, raw json.R
 	switch execute {
 	case "guest-ping":
 		return struct{}{}, nil
-	case "guest-file-open":
-		if a.Mode != "w" {
-			return nil, fmt.Errorf("fake guest: mode %q", a.Mode)
-		}
+	case "guest-exec":
 		f.next++
-		f.open[int64(f.next)] = &fakeOpen{dom: name, path: a.Path}
-		return f.next, nil
-	case "guest-file-write":
-		o := f.open[a.Handle]
-		if o == nil {
-			return nil, fmt.Errorf("bad handle %d", a.Handle)
-		}
-		b, err := base64.StdEncoding.DecodeString(a.BufB64)
+		stdin, err := base64.StdEncoding.DecodeString(a.Input)
 		if err != nil {
 			return nil, err
 		}
-		o.buf = append(o.buf, b...)
-		return map[string]any{"count": len(b), "eof": false}, nil
-	case "guest-file-close":
-		o := f.open[a.Handle]
-		if o == nil {
-			return nil, fmt.Errorf("bad handle %d", a.Handle)
-		}
-		delete(f.open, a.Handle)
-		ff := f.files[o.dom][o.path]
-		if ff.Mode == 0 {
-			ff.Mode = 0o644
-		}
-		ff.Content = o.buf
-		f.files[o.dom][o.path] = ff
-		return struct{}{}, nil
-	case "guest-exec":
-		f.next++
-		f.execs[f.next] = f.exec(name, fs, a.Path, a.Arg)
+		f.execs[f.next] = f.exec(name, fs, a.Path, a.Arg, stdin)
 		return map[string]int{"pid": f.next}, nil
 	case "guest-exec-status":
 		e, ok := f.execs[a.PID]
@@ -161,7 +127,7 @@ func (f *FakeGuest) handle(dom *libvirt.Domain, name, execute string, raw json.R
 	return nil, fmt.Errorf("fake guest: command %s not supported", execute)
 }
 
-func (f *FakeGuest) exec(name string, fs map[string]fakeFile, path string, args []string) fakeExec {
+func (f *FakeGuest) exec(name string, fs map[string]fakeFile, path string, args []string, stdin []byte) fakeExec {
 	switch filepath.Base(path) {
 	case "cat":
 		if len(args) > 0 && args[0] == "--" {
@@ -176,17 +142,30 @@ func (f *FakeGuest) exec(name string, fs map[string]fakeFile, path string, args 
 			out = append(out, ff.Content...)
 		}
 		return fakeExec{out: out}
-	case "sh": // the identity preparation script: sh -c SCRIPT sh path mode ...
-		if len(args) < 3 || args[1] != prepareScript {
+	case "sh": // installScript: sh -c SCRIPT airlock-install [then...] < records
+		if len(args) < 3 || args[0] != "-c" || args[1] != installScript {
 			return fakeExec{code: 2, err: []byte("fake guest: unknown script\n")}
 		}
-		rest := args[3:]
-		for i := 0; i+1 < len(rest); i += 2 {
-			mode, err := strconv.ParseUint(rest[i+1], 8, 32)
-			if err != nil {
-				return fakeExec{code: 1, err: []byte(err.Error())}
+		for len(stdin) > 0 {
+			nl := bytes.IndexByte(stdin, '\n')
+			bad := fakeExec{code: 2, err: []byte("airlock-install: bad record\n")}
+			if nl < 0 {
+				return bad
 			}
-			fs[rest[i]] = fakeFile{Mode: uint32(mode)}
+			rec := strings.SplitN(string(stdin[:nl]), " ", 3)
+			if len(rec) != 3 {
+				return bad
+			}
+			mode, err1 := strconv.ParseUint(rec[0], 8, 32)
+			n, err2 := strconv.Atoi(rec[1])
+			if err1 != nil || err2 != nil || n < 0 || n > len(stdin)-nl-1 {
+				return bad
+			}
+			fs[rec[2]] = fakeFile{Mode: uint32(mode), Content: append([]byte(nil), stdin[nl+1:nl+1+n]...)}
+			stdin = stdin[nl+1+n:]
+		}
+		if len(args) > 3 {
+			return f.exec(name, fs, args[3], args[4:], nil)
 		}
 		return fakeExec{}
 	case "systemctl":
@@ -195,7 +174,7 @@ func (f *FakeGuest) exec(name string, fs map[string]fakeFile, path string, args 
 		f.Activations[name]++
 		delete(fs, "/run/airlock-entropy")
 		return fakeExec{}
-	case "sync", "true":
+	case "sync", "true", "date":
 		return fakeExec{}
 	}
 	return fakeExec{code: 127, err: []byte(path + ": " + os.ErrNotExist.Error() + "\n")}

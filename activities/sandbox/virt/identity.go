@@ -7,7 +7,6 @@ import (
 	"path"
 	"regexp"
 	"strings"
-	"time"
 
 	"libvirt.org/go/libvirt"
 
@@ -48,7 +47,7 @@ func normalizeIdentity(name string, in *sandbox.Identity) (sandbox.Identity, err
 		rand.Read(id.Entropy)
 	}
 	for _, f := range id.Files {
-		if !strings.HasPrefix(f.Path, "/") || path.Clean(f.Path) != f.Path || f.Path == "/" {
+		if !strings.HasPrefix(f.Path, "/") || path.Clean(f.Path) != f.Path || f.Path == "/" || strings.ContainsAny(f.Path, "\n\x00") {
 			return id, badInput("identity file path %q", f.Path)
 		}
 		if f.Mode&^0o7777 != 0 {
@@ -69,17 +68,12 @@ func (d *Driver) writeIdentity(ctx context.Context, dom *libvirt.Domain, id sand
 		files = append(files, guestFile{Path: f.Path, Mode: f.Mode, Content: f.Content})
 	}
 	files = append(files, guestFile{Path: "/run/airlock-entropy", Mode: 0o600, Content: id.Entropy})
-	t0 := time.Now()
-	if err := d.writeGuestFiles(ctx, dom, files); err != nil {
+	res, err := d.installFiles(ctx, dom, files, ActivatePath)
+	if err != nil {
 		return fmt.Errorf("write identity: %w", err)
 	}
-	d.phase(id.Hostname, fmt.Sprintf("%d identity files written", len(files)), t0)
-	res, err := d.guestExec(ctx, dom, ActivatePath, nil, nil)
-	if err != nil {
-		return fmt.Errorf("activate identity: %w", err)
-	}
 	if res.ExitCode != 0 || res.Signal != 0 {
-		return fmt.Errorf("activate identity: %s exit %d signal %d: %s", ActivatePath, res.ExitCode, res.Signal,
+		return fmt.Errorf("write and activate identity (%s): exit %d signal %d: %s", ActivatePath, res.ExitCode, res.Signal,
 			strings.TrimSpace(string(res.Stderr)))
 	}
 	return nil
@@ -133,5 +127,12 @@ func (d *Driver) WriteGuestFile(ctx context.Context, name, path string, content 
 		return err
 	}
 	defer dom.Free()
-	return d.writeGuestFiles(ctx, dom, []guestFile{{Path: path, Mode: 0o644, Content: content}})
+	res, err := d.installFiles(ctx, dom, []guestFile{{Path: path, Mode: 0o644, Content: content}})
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("write %s: exit %d: %s", path, res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+	}
+	return nil
 }

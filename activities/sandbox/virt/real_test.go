@@ -2,8 +2,13 @@ package virt_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,6 +82,13 @@ func createReal(t *testing.T, d *virt.Driver, boot sandbox.BootPreference) sandb
 	return sb
 }
 
+// TestConformanceQEMU runs the Hypervisor conformance suite on real VMs.
+func TestConformanceQEMU(t *testing.T) {
+	realDriver(t) // skip or fail early, naming what is missing
+	sandboxtest.Run(t, func(t *testing.T) sandbox.Hypervisor { return realDriver(t) },
+		sandboxtest.Caps{Image: realImage, Boot: true, RealGuest: true, Timeout: 10 * time.Minute})
+}
+
 func TestRealColdBoot(t *testing.T) {
 	d := realDriver(t)
 	ctx := realCtx(t)
@@ -86,4 +98,117 @@ func TestRealColdBoot(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("cold boot to agent+identity+IP: %v (%s at %s)", time.Since(t0).Round(time.Millisecond), got.Name, got.IP)
 	require.False(t, got.Restored)
+}
+
+// TestRealRestoreIdentities restores two sandboxes from one template: both
+// reach agent + identity, and they have distinct machine-ids and host keys
+// (the ones written for them), and a synced clock.
+func TestRealRestoreIdentities(t *testing.T) {
+	d := realDriver(t)
+	ctx := realCtx(t)
+	t0 := time.Now()
+	tm, err := d.EnsureTemplate(ctx, realImage)
+	require.NoError(t, err)
+	t.Logf("template %s: ready after %v (boot %v, save %v)", tm.Key, time.Since(t0).Round(time.Millisecond), tm.BootTime, tm.SaveTime)
+
+	type seen struct{ machineID, hostPub string }
+	var got []seen
+	for i := 0; i < 2; i++ {
+		sb := createReal(t, d, sandbox.BootRestore)
+		id := sandboxtest.Identity(t, sb.Name)
+		before := time.Now()
+		started, err := d.Start(ctx, sb.Name, id)
+		require.NoError(t, err)
+		t.Logf("restore to agent+identity+IP: %v (%s at %s)", time.Since(before).Round(time.Millisecond), sb.Name, started.IP)
+		require.True(t, started.Restored, "started from the template")
+		require.Equal(t, sb.IP, started.IP)
+
+		mid, err := d.ReadGuestFile(ctx, sb.Name, "/etc/machine-id")
+		require.NoError(t, err)
+		require.Equal(t, id.MachineID+"\n", string(mid))
+		pub, err := d.ReadGuestFile(ctx, sb.Name, sandboxtest.HostPubPath)
+		require.NoError(t, err)
+		require.Equal(t, string(id.Files[2].Content), string(pub))
+		host, err := d.ReadGuestFile(ctx, sb.Name, "/etc/hostname")
+		require.NoError(t, err)
+		require.Equal(t, sb.Name+"\n", string(host))
+		got = append(got, seen{string(mid), string(pub)})
+
+		// The clock was synced: the guest's time is not the template's.
+		res, err := d.GuestExec(ctx, sb.Name, "/bin/date", "+%s")
+		require.NoError(t, err)
+		guestNow, err := strconv.ParseInt(strings.TrimSpace(string(res.Stdout)), 10, 64)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, guestNow, before.Unix(), "guest clock is behind the start of the restore")
+		// The entropy seed was consumed by activation.
+		_, err = d.ReadGuestFile(ctx, sb.Name, "/run/airlock-entropy")
+		require.Error(t, err, "airlock-activate removes the entropy seed")
+	}
+	require.NotEqual(t, got[0].machineID, got[1].machineID)
+	require.NotEqual(t, got[0].hostPub, got[1].hostPub)
+}
+
+// hostIPv4s lists this host's IPv4 addresses outside loopback.
+func hostIPv4s(t *testing.T) []string {
+	addrs, err := net.InterfaceAddrs()
+	require.NoError(t, err)
+	var out []string
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+			out = append(out, ipn.IP.String())
+		}
+	}
+	return out
+}
+
+// TestRealEgressClosedByDefault: a sandbox reaches none of the host's
+// services — neither on the sandbox bridge address nor on any other host
+// address — for a listener bound to 0.0.0.0.
+func TestRealEgressClosedByDefault(t *testing.T) {
+	d := realDriver(t)
+	ctx := realCtx(t)
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	sb := createReal(t, d, sandbox.BootAuto)
+	_, err = d.Start(ctx, sb.Name, sandboxtest.Identity(t, sb.Name))
+	require.NoError(t, err)
+	open, err := d.EgressOpen(ctx, sb.Name)
+	require.NoError(t, err)
+	require.False(t, open, "egress is closed by default")
+
+	targets := hostIPv4s(t)
+	require.Contains(t, targets, "10.77.0.1", "the sandbox bridge address is a host address")
+	for _, ip := range targets {
+		url := fmt.Sprintf("http://%s:%d/", ip, port)
+		res, err := d.GuestExec(ctx, sb.Name, "/usr/bin/curl", "-sS", "-o", "/dev/null", "-m", "3", url)
+		require.NoError(t, err)
+		t.Logf("curl %s: exit %d: %s", url, res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+		if ip == sb.IP[:strings.LastIndex(sb.IP, ".")]+".1" {
+			// The host's address on the sandbox bridge: packets are
+			// dropped by nftables (28, timed out), not refused.
+			require.Equal(t, 28, res.ExitCode, "curl %s from the sandbox: %s", url, res.Stderr)
+			continue
+		}
+		// Any other host address: the guest has no route at all.
+		require.NotZero(t, res.ExitCode, "curl %s from the sandbox succeeded", url)
+		rt, err := d.GuestExec(ctx, sb.Name, "/sbin/ip", "route", "get", ip)
+		require.NoError(t, err)
+		require.NotZero(t, rt.ExitCode, "the sandbox has a route to %s: %s", ip, rt.Stdout)
+		require.Contains(t, string(rt.Stderr), "unreachable")
+	}
+	require.Zero(t, accepted.Load(), "the host listener saw a connection from the sandbox")
 }
