@@ -182,7 +182,7 @@ func (t *task) work(ctx workflow.Context) error {
 		return fmt.Errorf("final manifest: %w", err)
 	}
 	var capt sandbox.CaptureResult
-	if err := workflow.ExecuteActivity(hostCtx(ctx, host, 10*time.Minute, 3), ActCaptureChanges, sandbox.CaptureInput{Sandbox: sbx.Name, BeforeRef: before.Ref, AfterRef: after.Ref}).Get(ctx, &capt); err != nil {
+	if err := workflow.ExecuteActivity(hostCtx(ctx, host, 10*time.Minute, 3), ActCaptureChanges, sandbox.CaptureInput{Sandbox: sbx.Name, BeforeRef: before.Ref, AfterRef: after.Ref, BeforeFilesRef: before.FilesRef}).Get(ctx, &capt); err != nil {
 		return fmt.Errorf("capture changes: %w", err)
 	}
 	t.st.DiffSummary, t.st.DiffText, t.st.ChangesRef = capt.Summary, capt.Text, capt.ChangesRef

@@ -31,6 +31,8 @@ type Activities struct {
 	SSHKey     string
 	Artifacts  Artifacts
 	OutputCap  int // bytes of output kept in the result; default 4 KiB
+	// SSHArgs are extra OpenSSH options for this environment.
+	SSHArgs []string
 	// Connection overrides ansible's connection plugin (tests use "local").
 	Connection string
 }
@@ -75,7 +77,7 @@ func (a *Activities) ApplyPlaybook(ctx context.Context, in Input) (Result, error
 	stop := heartbeat(ctx)
 	recap, took, runErr := Run(ctx, RunOptions{
 		Dir: dir, Inventory: a.Inventory, KnownHosts: a.KnownHosts, SSHKey: a.SSHKey,
-		Limit: in.Hosts, Check: in.Check, Connection: a.Connection, Output: out,
+		Limit: in.Hosts, Check: in.Check, Connection: a.Connection, Output: out, ExtraSSH: a.SSHArgs,
 	})
 	stop()
 

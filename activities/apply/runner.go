@@ -20,7 +20,7 @@ import (
 type RunOptions struct {
 	Dir        string // bundle directory holding playbook.yml
 	Playbook   string // default playbook.yml
-	Inventory  string
+	Inventory  string // one path, or several separated by commas
 	KnownHosts string // pinned host keys; host keys are never accepted blindly
 	SSHKey     string
 	Limit      []string
@@ -124,7 +124,11 @@ func Run(ctx context.Context, o RunOptions) (Recap, time.Duration, error) {
 	if pb == "" {
 		pb = "playbook.yml"
 	}
-	args := []string{"-i", o.Inventory, pb}
+	var args []string
+	for _, inv := range strings.Split(o.Inventory, ",") {
+		args = append(args, "-i", inv)
+	}
+	args = append(args, pb)
 	if o.Check {
 		args = append(args, "--check", "--diff")
 	}

@@ -92,18 +92,22 @@ type ManifestInput struct {
 
 // ManifestResult references the stored manifest.
 type ManifestResult struct {
-	Ref     string `json:"ref"`
-	Entries int    `json:"entries"`
-	Hashed  int    `json:"hashed"`
-	Ms      int64  `json:"ms"`
+	Ref string `json:"ref"`
+	// FilesRef (baseline only) is a tar of the configuration trees as they
+	// were, kept on the host so unified diffs cannot be forged in-guest.
+	FilesRef string `json:"files_ref,omitempty"`
+	Entries  int    `json:"entries"`
+	Hashed   int    `json:"hashed"`
+	Ms       int64  `json:"ms"`
 }
 
 // CaptureInput diffs two manifests of a sandbox and stores the classified
 // changes, with file contents needed for the diff and the playbook.
 type CaptureInput struct {
-	Sandbox   string `json:"sandbox"`
-	BeforeRef string `json:"before_ref"`
-	AfterRef  string `json:"after_ref"`
+	Sandbox        string `json:"sandbox"`
+	BeforeRef      string `json:"before_ref"`
+	AfterRef       string `json:"after_ref"`
+	BeforeFilesRef string `json:"before_files_ref,omitempty"`
 }
 
 // CaptureResult references the stored changes; Summary holds counts only.

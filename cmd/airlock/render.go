@@ -1,0 +1,137 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/sdk/converter"
+
+	"github.com/airlock-dev/airlock/workflows"
+)
+
+// searchAttrs decodes keyword search attributes for display.
+func searchAttrs(sa *commonpb.SearchAttributes) map[string]string {
+	out := map[string]string{}
+	dc := converter.GetDefaultDataConverter()
+	for k, p := range sa.GetIndexedFields() {
+		var s string
+		if err := dc.FromPayload(p, &s); err == nil {
+			out[k] = s
+			continue
+		}
+		var list []string
+		if err := dc.FromPayload(p, &list); err == nil {
+			out[k] = strings.Join(list, ",")
+		}
+	}
+	return out
+}
+
+func verificationText(st workflows.Status) string {
+	if st.Verification == nil {
+		return "not run"
+	}
+	if st.Verification.Detail != "" {
+		return st.Verification.Status + ": " + st.Verification.Detail
+	}
+	return st.Verification.Status
+}
+
+func printStep(w io.Writer, s workflows.StepRecord) {
+	fmt.Fprintf(w, "-- step %d %s: %s\n", s.N, s.Tool, oneLine(s.Args, 100))
+	if s.Tool == "run" {
+		out := strings.TrimRight(s.Output, "\n")
+		if out != "" {
+			for _, l := range strings.Split(out, "\n") {
+				fmt.Fprintf(w, "   | %s\n", l)
+			}
+		}
+		fmt.Fprintf(w, "   exit %d in %s (%d bytes", s.ExitCode, time.Duration(s.DurationMs)*time.Millisecond, s.TotalBytes)
+		if s.OutputRef != "" {
+			fmt.Fprintf(w, ", full output %s", s.OutputRef)
+		}
+		fmt.Fprintln(w, ")")
+	}
+	if s.Error != "" {
+		fmt.Fprintf(w, "   error: %s\n", s.Error)
+	}
+}
+
+func oneLine(s string, max int) string {
+	s = strings.ReplaceAll(strings.TrimSpace(s), "\n", " ⏎ ")
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
+
+func printStatus(w io.Writer, id string, st workflows.Status) {
+	fmt.Fprintf(w, "Task %s\n  goal:    %s\n  started: via %s by %s\n  target:  %s\n  phase:   %s\n", id, st.Goal, st.Origin.Via, st.Origin.By, targetText(st.Target), st.Phase)
+	if st.Sandbox != nil {
+		fmt.Fprintf(w, "  sandbox: %s (%s)\n", st.Sandbox.Name, st.Sandbox.IP)
+	}
+	if len(st.DiffSummary) > 0 {
+		keys := make([]string, 0, len(st.DiffSummary))
+		for k := range st.DiffSummary {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, 0, len(keys))
+		for _, k := range keys {
+			if st.DiffSummary[k] != 0 {
+				parts = append(parts, fmt.Sprintf("%s=%d", k, st.DiffSummary[k]))
+			}
+		}
+		fmt.Fprintf(w, "  diff:    %s\n", strings.Join(parts, " "))
+	}
+	if st.DiffText != "" {
+		fmt.Fprintf(w, "\n%s\n", indent(st.DiffText, "    "))
+	}
+	if st.Plan != nil {
+		fmt.Fprintf(w, "  plan:    %s (%d tasks)\n  verification: %s\n", st.Plan.PlanHash, st.Plan.Tasks, verificationText(st))
+		for _, f := range st.Plan.Flags {
+			fmt.Fprintf(w, "  ! %s\n", f)
+		}
+	}
+	if g := st.Approval; g != nil {
+		fmt.Fprintf(w, "  approval: %d/%d votes from %s; expires %s\n", len(g.Votes), g.Policy.Quorum, strings.Join(g.Policy.Approvers, ", "), g.ExpiresAt.Local().Format(time.DateTime))
+		for _, v := range g.Votes {
+			fmt.Fprintf(w, "    ✓ %s at %s\n", v.By, v.At.Local().Format(time.DateTime))
+		}
+		for _, d := range g.Denied {
+			fmt.Fprintf(w, "    ✗ %s (%s): %s\n", orUnknown(d.By), d.Decision, d.Reason)
+		}
+	}
+	for _, a := range st.Applies {
+		mode := "apply"
+		if a.Check {
+			mode = "check"
+		}
+		fmt.Fprintf(w, "  %s: ok=%v changed=%d failed=%d\n", mode, a.OK, a.Changed, a.Failed)
+	}
+	if st.Error != "" {
+		fmt.Fprintf(w, "  error:   %s\n", st.Error)
+	}
+}
+
+func targetText(t workflows.TargetSpec) string {
+	if len(t.Hosts) == 0 {
+		return t.Env
+	}
+	return t.Env + ":" + strings.Join(t.Hosts, ",")
+}
+
+func indent(s, pre string) string {
+	return pre + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+pre)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
+}
