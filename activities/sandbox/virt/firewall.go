@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os/exec"
 	"sort"
@@ -75,8 +77,8 @@ func (n NFT) Close(ctx context.Context, ip string) error {
 	}
 	args := append(append([]string{"delete", "element"}, n.target()...), "{ "+ip+" }")
 	_, err := n.run(ctx, args...)
-	if err != nil && strings.Contains(err.Error(), "No such file or directory") {
-		return nil
+	if err != nil && (strings.Contains(err.Error(), "No such file or directory") || missingNFT(err)) {
+		return nil // no table, no set, or no nft at all: nothing is open
 	}
 	return err
 }
@@ -85,7 +87,7 @@ func (n NFT) Close(ctx context.Context, ip string) error {
 func (n NFT) ListOpen(ctx context.Context) ([]string, error) {
 	out, err := n.run(ctx, append([]string{"-j", "list", "set"}, n.target()...)...)
 	if err != nil {
-		if strings.Contains(err.Error(), "No such file or directory") {
+		if strings.Contains(err.Error(), "No such file or directory") || missingNFT(err) {
 			return nil, nil
 		}
 		return nil, err
@@ -167,4 +169,9 @@ func (f *FakeFirewall) ListOpen(context.Context) ([]string, error) {
 	}
 	sort.Strings(ips)
 	return ips, nil
+}
+
+// missingNFT: nft itself is not installed (so no set exists either).
+func missingNFT(err error) bool {
+	return errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist)
 }

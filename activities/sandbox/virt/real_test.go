@@ -89,17 +89,6 @@ func TestConformanceQEMU(t *testing.T) {
 		sandboxtest.Caps{Image: realImage, Boot: true, RealGuest: true, Timeout: 10 * time.Minute})
 }
 
-func TestRealColdBoot(t *testing.T) {
-	d := realDriver(t)
-	ctx := realCtx(t)
-	sb := createReal(t, d, sandbox.BootCold)
-	t0 := time.Now()
-	got, err := d.Start(ctx, sb.Name, sandboxtest.Identity(t, sb.Name))
-	require.NoError(t, err)
-	t.Logf("cold boot to agent+identity+IP: %v (%s at %s)", time.Since(t0).Round(time.Millisecond), got.Name, got.IP)
-	require.False(t, got.Restored)
-}
-
 // TestRealRestoreIdentities restores two sandboxes from one template: both
 // reach agent + identity, and they have distinct machine-ids and host keys
 // (the ones written for them), and a synced clock.
@@ -211,4 +200,45 @@ func TestRealEgressClosedByDefault(t *testing.T) {
 		require.Contains(t, string(rt.Stderr), "unreachable")
 	}
 	require.Zero(t, accepted.Load(), "the host listener saw a connection from the sandbox")
+}
+
+// TestRealRestoredLifecycle: a sandbox restored from the template (with its
+// hot-plugged NIC) snapshots and reverts with memory — a file written after
+// the snapshot is gone and the clock is synced again — then stops and
+// cold-boots from its own overlay.
+func TestRealRestoredLifecycle(t *testing.T) {
+	d := realDriver(t)
+	ctx := realCtx(t)
+	_, err := d.EnsureTemplate(ctx, realImage)
+	require.NoError(t, err)
+	sb := createReal(t, d, sandbox.BootRestore)
+	_, err = d.Start(ctx, sb.Name, sandboxtest.Identity(t, sb.Name))
+	require.NoError(t, err)
+
+	_, err = d.CreateSnapshot(ctx, sb.Name, "clean")
+	require.NoError(t, err)
+	require.NoError(t, d.WriteGuestFile(ctx, sb.Name, "/root/marker", []byte("after\n")))
+	before := time.Now()
+	require.NoError(t, d.RestoreSnapshot(ctx, sb.Name, "clean"))
+	_, err = d.ReadGuestFile(ctx, sb.Name, "/root/marker")
+	require.Error(t, err, "the file written after the snapshot is gone")
+	res, err := d.GuestExec(ctx, sb.Name, "/bin/date", "+%s")
+	require.NoError(t, err)
+	guestNow, err := strconv.ParseInt(strings.TrimSpace(string(res.Stdout)), 10, 64)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, guestNow, before.Unix(), "guest clock not synced after the revert")
+
+	t0 := time.Now()
+	require.NoError(t, d.Stop(ctx, sb.Name))
+	t.Logf("graceful stop: %v", time.Since(t0).Round(time.Millisecond))
+	id := sandboxtest.Identity(t, sb.Name)
+	t0 = time.Now()
+	again, err := d.Start(ctx, sb.Name, id)
+	require.NoError(t, err)
+	t.Logf("cold boot to agent+identity+IP: %v", time.Since(t0).Round(time.Millisecond))
+	require.False(t, again.Restored, "the second start cold-boots the overlay")
+	require.Equal(t, sb.IP, again.IP)
+	mid, err := d.ReadGuestFile(ctx, sb.Name, "/etc/machine-id")
+	require.NoError(t, err)
+	require.Equal(t, id.MachineID+"\n", string(mid))
 }

@@ -64,11 +64,13 @@ func (d *Driver) CreateSnapshot(ctx context.Context, name, snapshot string) (san
 	if err != nil {
 		return sandbox.Snapshot{}, fmt.Errorf("snapshot xml: %w", err)
 	}
+	t0 := time.Now()
 	s, err := dom.CreateSnapshotXML(x, 0)
 	if err != nil {
 		return sandbox.Snapshot{}, fmt.Errorf("snapshot %s of %s: %w", snapshot, name, err)
 	}
 	defer s.Free()
+	d.phase(name, "snapshot "+snapshot+" taken", t0)
 	return snapshotOf(s)
 }
 
@@ -143,9 +145,11 @@ func (d *Driver) RestoreSnapshot(ctx context.Context, name, snapshot string) err
 		return err
 	}
 	defer s.Free()
+	t0 := time.Now()
 	if err := s.RevertToSnapshot(0); err != nil {
 		return fmt.Errorf("revert %s to %s: %w", name, snapshot, err)
 	}
+	d.phase(name, "reverted to "+snapshot, t0)
 	if active, _ := dom.IsActive(); !active {
 		return nil
 	}
@@ -154,7 +158,11 @@ func (d *Driver) RestoreSnapshot(ctx context.Context, name, snapshot string) err
 	if err := d.waitAgent(ctx, dom); err != nil {
 		return fmt.Errorf("revert %s: %w", name, err)
 	}
-	return d.syncClock(ctx, dom)
+	if err := d.syncClock(ctx, dom); err != nil {
+		return fmt.Errorf("revert %s: %w", name, err)
+	}
+	d.phase(name, "clock synced after revert", t0)
+	return nil
 }
 
 // DeleteSnapshot removes a snapshot. Deleting a missing snapshot is not

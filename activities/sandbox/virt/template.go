@@ -97,7 +97,50 @@ func (d *Driver) EnsureTemplate(ctx context.Context, image string) (Template, er
 	if err != nil {
 		return Template{}, fmt.Errorf("template %s: %w", key, err)
 	}
+	if err := d.pruneTemplates(conn, img.Name, key); err != nil {
+		return t, fmt.Errorf("template %s built; pruning old ones: %w", key, err)
+	}
 	return t, nil
+}
+
+// pruneTemplates removes the image's other templates (older image hashes)
+// whose disk no sandbox's overlay is backed by.
+func (d *Driver) pruneTemplates(conn *libvirt.Connect, image, keep string) error {
+	sds, err := d.sandboxes(conn)
+	if err != nil {
+		return err
+	}
+	used := map[string]bool{keep: true}
+	for _, sd := range sds {
+		used[sd.Meta.Template] = true
+	}
+	sides, _ := filepath.Glob(d.templatePath(image+"-*", ".json"))
+	var errs []error
+	for _, side := range sides {
+		var t Template
+		b, err := os.ReadFile(side)
+		if err != nil || json.Unmarshal(b, &t) != nil || t.Image != image || used[t.Key] {
+			continue
+		}
+		unlock, err := lockFile(d.templatePath(t.Key, ".lock"))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Sidecar first: without it nobody picks the template up.
+		for _, f := range []string{side, t.SaveFile} {
+			if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, err)
+			}
+		}
+		if err := d.deleteVolumes(conn, []string{t.Disk}); err != nil {
+			errs = append(errs, err)
+		}
+		os.Remove(d.templatePath(t.Key, ".lock"))
+		os.Remove(d.consoleLog("tmpl-" + t.Key))
+		unlock()
+	}
+	return joinErrs(errs)
 }
 
 func lockFile(path string) (func(), error) {
