@@ -208,6 +208,7 @@ func oneID(fs *flag.FlagSet, args []string) (string, error) {
 func taskShow(ctx context.Context, cl client.Client, args []string) error {
 	fs := flag.NewFlagSet("task show", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the raw status")
+	withPlaybook := fs.Bool("playbook", false, "also print the playbook")
 	id, err := oneID(fs, args)
 	if err != nil {
 		return err
@@ -222,12 +223,16 @@ func taskShow(ctx context.Context, cl client.Client, args []string) error {
 		return enc.Encode(st)
 	}
 	printStatus(os.Stdout, id, st)
+	if *withPlaybook && st.Plan != nil {
+		fmt.Printf("\n--- playbook %s ---\n%s\n", st.Plan.PlanHash, st.Plan.Playbook)
+	}
 	return nil
 }
 
 // taskWatch follows a task until it waits for a human or ends.
 func taskWatch(ctx context.Context, cl client.Client, args []string) error {
 	fs := flag.NewFlagSet("task watch", flag.ContinueOnError)
+	untilDone := fs.Bool("until-done", false, "keep following through approval until the task ends")
 	id, err := oneID(fs, args)
 	if err != nil {
 		return err
@@ -247,7 +252,7 @@ func taskWatch(ctx context.Context, cl client.Client, args []string) error {
 			phase = st.Phase
 			fmt.Printf("== phase: %s\n", phase)
 		}
-		if phase == workflows.PhaseAwaiting || isFinal(phase) {
+		if (phase == workflows.PhaseAwaiting && !*untilDone) || isFinal(phase) {
 			printStatus(os.Stdout, id, st)
 			if st.Error != "" {
 				return errors.New(st.Error)
