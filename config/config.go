@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -82,6 +83,15 @@ type Serve struct {
 	PagerDuty      Webhook  `yaml:"pagerduty"`
 	Alertmanager   Webhook  `yaml:"alertmanager"`
 	InsecureCookie bool     `yaml:"insecure_cookie"` // dev over plain http only
+	// SessionKey signs session cookies and CSRF tokens: hex or base64 of at
+	// least 32 bytes. Empty means a random key per start (sessions do not
+	// survive a restart).
+	SessionKey string `yaml:"session_key"`
+	// SessionTTL is how long a login lasts; default 12h.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+	// MaxBodyBytes caps request bodies (forms, edited playbooks); larger
+	// requests get 413. Default 1 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 }
 
 // User is a web user with a bcrypt or argon2id hash.
