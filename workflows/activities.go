@@ -44,6 +44,7 @@ const (
 // and attempt, so a retried RecordEvent never adds a second row.
 type Event struct {
 	WorkflowID string         `json:"workflow_id"`
+	Seq        int32          `json:"seq"` // order of recording within the task
 	Kind       string         `json:"kind"`
 	Actor      string         `json:"actor,omitempty"`
 	At         time.Time      `json:"at"`

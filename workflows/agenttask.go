@@ -100,6 +100,7 @@ type task struct {
 	// auditCtx is disconnected from the task's context: audit writes must
 	// survive cancellation of the task and of the agent's step context.
 	auditCtx workflow.Context
+	eventSeq int32
 	logger   interface {
 		Info(string, ...interface{})
 		Warn(string, ...interface{})
@@ -321,7 +322,8 @@ func (t *task) record(ctx workflow.Context, kind, actor string, data map[string]
 }
 
 func (t *task) recordArtifact(ctx workflow.Context, kind, actor string, data map[string]any, artifact string) {
-	ev := Event{WorkflowID: t.st.WorkflowID, Kind: kind, Actor: actor, At: workflow.Now(ctx), Data: data, ArtifactID: artifact}
+	t.eventSeq++
+	ev := Event{WorkflowID: t.st.WorkflowID, Seq: t.eventSeq, Kind: kind, Actor: actor, At: workflow.Now(ctx), Data: data, ArtifactID: artifact}
 	t.pending = append(t.pending, workflow.ExecuteActivity(storeCtx(t.auditCtx), ActRecordEvent, ev))
 }
 

@@ -21,7 +21,10 @@ type IgnoreRules struct {
 // /var/log is not excluded from the manifests.
 func DefaultIgnoreRules() IgnoreRules {
 	return IgnoreRules{
-		Paths: append(append([]string(nil), DefaultIgnore...), "/var/log/**"),
+		// /etc/hosts carries the clone's own hostname (127.0.1.1 line,
+		// written by airlock-activate), so it always differs between the
+		// agent's sandbox and the verification clone.
+		Paths: append(append([]string(nil), DefaultIgnore...), "/var/log/**", "/etc/hosts"),
 		Units: DefaultIgnoreUnits,
 	}
 }

@@ -44,7 +44,8 @@ func taskAudit(ctx context.Context, cfg config.Config, cl client.Client, args []
 	if len(events) == 0 {
 		return fmt.Errorf("no audit events stored for %s", id)
 	}
-	sort.SliceStable(events, func(i, j int) bool { return events[i].At.Before(events[j].At) })
+	// The workflow numbers its events in the order it recorded them.
+	sort.SliceStable(events, func(i, j int) bool { return events[i].Seq < events[j].Seq })
 	for _, e := range events {
 		printAuditEvent(os.Stdout, e.At, e.Kind, e.Actor, e.Data, e.ArtifactID)
 	}
