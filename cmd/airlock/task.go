@@ -13,10 +13,8 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
-	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/airlock-dev/airlock/activities/agent"
 	"github.com/airlock-dev/airlock/config"
@@ -136,19 +134,7 @@ func taskStart(ctx context.Context, cl client.Client, args []string) error {
 
 // StartTask starts an AgentTask with its summary and search attributes.
 func StartTask(ctx context.Context, cl client.Client, id string, in workflows.TaskInput) (client.WorkflowRun, error) {
-	opts := client.StartWorkflowOptions{
-		ID:                       id,
-		TaskQueue:                workflows.TaskQueue,
-		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-		StaticSummary:            fmt.Sprintf("%s — via %s by %s → %s", in.Goal, in.Origin.Via, in.Origin.By, in.Target.Env),
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			workflows.SAPhase.ValueSet(workflows.PhaseValidating),
-			workflows.SASource.ValueSet(in.Origin.Via),
-			workflows.SATarget.ValueSet(in.Target.Env),
-		),
-	}
-	run, err := cl.ExecuteWorkflow(ctx, opts, workflows.WorkflowType, in)
+	run, err := cl.ExecuteWorkflow(ctx, workflows.StartOptions(id, in), workflows.WorkflowType, in)
 	if err != nil {
 		return nil, fmt.Errorf("start task: %w", err)
 	}
