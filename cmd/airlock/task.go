@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/airlock-dev/airlock/activities/agent"
 	"github.com/airlock-dev/airlock/config"
@@ -295,12 +296,22 @@ func taskDecide(ctx context.Context, cl client.Client, verb string, args []strin
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	if err != nil {
-		return fmt.Errorf("%s refused: %w", verb, err)
+		return fmt.Errorf("%s refused: %s", verb, appMessage(err))
 	}
 	var res workflows.DecisionResult
 	if err := h.Get(ctx, &res); err != nil {
-		return fmt.Errorf("%s refused: %w", verb, err)
+		return fmt.Errorf("%s refused: %s", verb, appMessage(err))
 	}
 	fmt.Printf("%s by %s: %s (%d/%d votes)\n", verb, *as, res.Outcome, res.Votes, res.Quorum)
 	return nil
+}
+
+// appMessage is the workflow's own words for a refused update, without
+// the SDK's wrapping.
+func appMessage(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
+	}
+	return err.Error()
 }
