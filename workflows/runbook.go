@@ -16,9 +16,6 @@ import (
 // Only the runbook agent exists so far; each step is one activity on the
 // hypervisor host's queue.
 func (t *task) runAgent(ctx workflow.Context, sbx sandbox.Info) error {
-	if t.in.Agent.Mode != "runbook" {
-		return badInput(&InputError{Field: "agent.mode", Msg: "only the runbook agent is available on this installation"})
-	}
 	actx, cancel := workflow.WithCancel(ctx)
 	defer cancel()
 	deadlineHit := false
@@ -29,6 +26,13 @@ func (t *task) runAgent(ctx workflow.Context, sbx sandbox.Info) error {
 			cancel()
 		}
 	})
+	if t.in.Agent.Mode == "llm" {
+		err := t.runLLMAgent(actx, sbx)
+		if err != nil && deadlineHit {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("agent deadline of %s exceeded", t.in.Limits.Deadline.D()), "DeadlineExceeded", nil)
+		}
+		return err
+	}
 	for i, step := range t.in.Agent.Steps {
 		if err := t.runStep(actx, sbx, i+1, step); err != nil {
 			if deadlineHit {
