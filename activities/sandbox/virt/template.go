@@ -50,7 +50,10 @@ func (d *Driver) loadTemplate(key string) (Template, bool) {
 	if json.Unmarshal(b, &t) != nil || t.Key != key || t.DomainType != d.cfg.DomainType {
 		return Template{}, false
 	}
-	for _, f := range []string{t.SaveFile, t.Disk} {
+	// The template's disk is backed by its image's base: if that hash
+	// directory was removed, the template is unusable.
+	base := filepath.Join(d.cfg.ImageCache, t.Image, t.ImageHash, "disk.qcow2")
+	for _, f := range []string{t.SaveFile, t.Disk, base} {
 		if _, err := os.Stat(f); err != nil {
 			return Template{}, false
 		}

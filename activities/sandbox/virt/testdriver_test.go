@@ -2,6 +2,7 @@ package virt_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -58,4 +59,39 @@ func TestCapacityCountsDefinedSandboxes(t *testing.T) {
 	for _, n := range names {
 		require.NoError(t, d.Destroy(ctx, n))
 	}
+}
+
+// TestConcurrentCreates: concurrent Creates for one owner make one
+// sandbox; for different owners, distinct addresses.
+func TestConcurrentCreates(t *testing.T) {
+	d := newTestDriver(t)
+	ctx := context.Background()
+	owner := sandboxtest.Owner(t)
+	got := make([]sandbox.Sandbox, 6)
+	errs := make([]error, 6)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := owner
+			if i >= 3 {
+				o = sandboxtest.Owner(t)
+			}
+			got[i], errs[i] = d.Create(ctx, sandbox.Spec{Owner: o, Image: virt.TestImage})
+		}()
+	}
+	wg.Wait()
+	ips := map[string]bool{}
+	for i := range got {
+		require.NoError(t, errs[i])
+		ips[got[i].IP] = true
+		if i > 0 && i < 3 {
+			assert.Equal(t, got[0], got[i], "same owner, same sandbox")
+		}
+	}
+	assert.Len(t, ips, 4, "one address per sandbox")
+	list, err := d.List(ctx)
+	require.NoError(t, err)
+	assert.Len(t, list, 4)
 }
