@@ -249,6 +249,11 @@ func (d *Driver) Reconcile(ctx context.Context, live func(owner string) (bool, e
 	var destroyed []string
 	var errs []error
 	for _, sd := range sds {
+		// A sandbox younger than ReconcileMinAge may belong to a workflow
+		// another Temporal cluster or test is still starting: leave it.
+		if created, err := time.Parse(time.RFC3339, sd.Meta.Created); err == nil && time.Since(created) < d.cfg.ReconcileMinAge {
+			continue
+		}
 		ok, err := live(sd.Meta.Owner)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("owner of %s: %w", sd.Name, err))

@@ -39,7 +39,10 @@ type Config struct {
 	// for qemu:// URIs, none otherwise.
 	LibvirtConfigDir string
 	StopTimeout      time.Duration // graceful shutdown before power-off; default 30s
-	BootTimeout      time.Duration // bound on Start and on a template boot; default 5m
+	// ReconcileMinAge spares sandboxes created less than this long ago
+	// from Reconcile; default 15m. Negative disables the grace.
+	ReconcileMinAge time.Duration
+	BootTimeout     time.Duration // bound on Start and on a template boot; default 5m
 
 	// Logf, if set, receives one line per phase of Start and template
 	// builds, with its duration.
@@ -84,6 +87,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LibvirtConfigDir == "" && len(c.URI) >= 7 && c.URI[:7] == "qemu://" {
 		c.LibvirtConfigDir = "/etc/libvirt/qemu"
+	}
+	if c.ReconcileMinAge == 0 {
+		c.ReconcileMinAge = 15 * time.Minute
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 30 * time.Second

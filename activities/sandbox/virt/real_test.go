@@ -47,7 +47,7 @@ func realDriver(t *testing.T) *virt.Driver {
 	if _, err := os.Stat("/run/libvirt/libvirt-sock"); err != nil {
 		missing("libvirtd is not running (no /run/libvirt/libvirt-sock)")
 	}
-	d, err := virt.New(virt.Config{Logf: t.Logf})
+	d, err := virt.New(virt.Config{Logf: t.Logf, ReconcileMinAge: -1})
 	if err != nil {
 		missing("cannot connect to qemu:///system: " + err.Error())
 	}

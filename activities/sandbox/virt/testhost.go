@@ -74,5 +74,7 @@ func TestConfig(dir string) (Config, error) {
 		ReserveMiB:   testReserveMiB,
 		Guest:        &FakeGuest{},
 		Firewall:     &FakeFirewall{},
+		// Tests create and reconcile within seconds.
+		ReconcileMinAge: -1,
 	}, nil
 }
