@@ -39,6 +39,7 @@ Usage:
   airlock [--config FILE] sandbox reconcile --name HOST
   airlock [--config FILE] prod up|down
   airlock codec newkey [ID]
+  airlock hash-password < password-file     (argon2id hash for serve.users)
 `
 
 func main() {
@@ -71,8 +72,11 @@ func run(ctx context.Context, args []string) error {
 	if len(rest) == 0 {
 		return usageError{"no command"}
 	}
-	if rest[0] == "codec" {
+	switch rest[0] {
+	case "codec":
 		return codecCmd(rest[1:])
+	case "hash-password":
+		return hashPasswordCmd()
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {

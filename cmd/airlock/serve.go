@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/airlock-dev/airlock/codec"
@@ -31,11 +33,11 @@ func serveCmd(ctx context.Context, cfg config.Config, args []string) error {
 		return err
 	}
 	codecHandler := codec.Handler(pc, codec.EndpointOptions{
-		Tokens:        codecTokens(cfg),
+		Tokens:        codecTokens(),
 		AllowLoopback: cfg.Serve.CodecLoopback,
 		AllowOrigins:  cfg.Serve.CodecOrigins,
 	})
-	h, err := newHTTPHandler(cfg, c, st, http.StripPrefix("/codec", codecHandler), logger)
+	h, err := newHTTPHandler(cfg, c, st, codecHandler, logger)
 	if err != nil {
 		return err
 	}
@@ -56,10 +58,15 @@ func serveCmd(ctx context.Context, cfg config.Config, args []string) error {
 	}
 }
 
-func codecTokens(cfg config.Config) []string {
+// codecTokens are bearer tokens for the codec endpoint, in clear, from
+// AIRLOCK_CODEC_TOKENS (comma-separated): the UI's API tokens are stored
+// hashed and cannot be handed to it.
+func codecTokens() []string {
 	var out []string
-	for _, t := range cfg.Serve.Tokens {
-		_ = t // API tokens are stored hashed; the codec endpoint takes them through the UI's auth.
+	for _, t := range strings.Split(os.Getenv("AIRLOCK_CODEC_TOKENS"), ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
 	}
 	return out
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	tlog "go.temporal.io/sdk/log"
 
 	"github.com/airlock-dev/airlock/activities/apply"
+	approvalsui "github.com/airlock-dev/airlock/approvals-ui"
 	"github.com/airlock-dev/airlock/codec"
 	"github.com/airlock-dev/airlock/config"
 	"github.com/airlock-dev/airlock/store"
@@ -85,5 +88,24 @@ func codecCmd(args []string) error {
 		return err
 	}
 	fmt.Println(spec)
+	return nil
+}
+
+// hashPasswordCmd reads a password on stdin and prints its argon2id hash
+// for serve.users in the config file.
+func hashPasswordCmd() error {
+	b, err := io.ReadAll(io.LimitReader(os.Stdin, 4096))
+	if err != nil {
+		return err
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if len(pw) < 8 {
+		return errors.New("hash-password: want at least 8 characters on stdin")
+	}
+	h, err := approvalsui.HashArgon2id(pw)
+	if err != nil {
+		return err
+	}
+	fmt.Println(h)
 	return nil
 }

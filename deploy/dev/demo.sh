@@ -37,6 +37,7 @@ Approve it with any one of:
   bin/temporal workflow signal --workflow-id $ID --name approval \\
       --input '{"decision":"approve","by":"$APPROVER","plan_hash":"$PLAN"}'
   the web page: http://127.0.0.1:8080/tasks/$ID
+      (log in as $APPROVER, password in .data/demo-approver.password)
 Reject with: bin/airlock --config .data/config.yaml task reject $ID --as $APPROVER --comment "why"
 MSG
 

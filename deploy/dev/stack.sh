@@ -50,12 +50,17 @@ write_config() {
     (umask 077; "$BIN/airlock" codec newkey dev1 >"$DATA/codec.keys")
     log "generated payload codec key in $DATA/codec.keys"
   fi
+  if [[ ! -s "$DATA/demo-approver.password" ]]; then
+    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$DATA/demo-approver.password")
+  fi
+  local demo_hash
+  demo_hash="$("$BIN/airlock" hash-password <"$DATA/demo-approver.password")"
   local pg_url
   pg_url="$("$REPO/deploy/dev/postgres.sh" url)"
   local tmp="$CONFIG.tmp"
   sed -e "s|@REPO@|$REPO|g" -e "s|@DATA@|$DATA|g" -e "s|@PG_URL@|$pg_url|g" \
       -e "s|@TEMPORAL@|127.0.0.1:$TEMPORAL_PORT|g" -e "s|@SERVE@|$SERVE_ADDR|g" \
-      -e "s|@UI_ORIGIN@|http://127.0.0.1:$TEMPORAL_UI_PORT|g" \
+      -e "s|@DEMO_HASH@|$demo_hash|g" -e "s|@UI_ORIGIN@|http://127.0.0.1:$TEMPORAL_UI_PORT|g" \
       "$REPO/deploy/dev/config.yaml.in" >"$tmp"
   mv "$tmp" "$CONFIG"
 }
