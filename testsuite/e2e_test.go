@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
 	sdkworker "go.temporal.io/sdk/worker"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -72,7 +73,8 @@ func startStack(t *testing.T) *stack {
 	s.cfg.Temporal.Address = s.tp.HostPort
 	s.cfg.Envs = map[string]config.Environment{"prod": {Hosts: []string{"web", worker.ProdName}}}
 	var err error
-	s.client, err = s.cfg.Dial(client.Options{})
+	quiet := sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	s.client, err = s.cfg.Dial(client.Options{Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(s.client.Close)
 
