@@ -18,7 +18,7 @@ say "production VM prod-web-1"
 "${AIRLOCK[@]}" prod up
 
 say "starting the demo task ($TASK_FILE)"
-out="$("${AIRLOCK[@]}" task start -f "$TASK_FILE" --as "${SUDO_USER:-$USER}")"
+out="$("${AIRLOCK[@]}" task start -f "$TASK_FILE" --as "${SUDO_USER:-${USER:-$(id -un)}}")"
 echo "$out"
 ID="$(awk '/^started/{print $2}' <<<"$out")"
 
