@@ -69,6 +69,10 @@ start() {
   [[ -x "$BIN/airlock" ]] || { log "bin/airlock missing: run make build"; exit 1; }
   [[ -x "$BIN/temporal" ]] || { log "bin/temporal missing: run make temporal"; exit 1; }
   "$REPO/deploy/host/setup.sh"
+  mkdir -p "$PIDS"
+  if ! "$REPO/deploy/dev/postgres.sh" status >/dev/null 2>&1; then
+    touch "$PIDS/postgres.started-by-stack"   # so `stop` stops only what `start` started
+  fi
   "$REPO/deploy/dev/postgres.sh" start
   write_config
   start_proc temporal "$BIN/temporal" server start-dev \
@@ -98,7 +102,11 @@ stop() {
     fi
     rm -f "$PIDS/$name.pid"
   done
-  "$REPO/deploy/dev/postgres.sh" stop || true
+  if [[ -e "$PIDS/postgres.started-by-stack" ]]; then
+    "$REPO/deploy/dev/postgres.sh" stop || true
+    rm -f "$PIDS/postgres.started-by-stack"
+  fi
+  log "libvirtd and the VM prod-web-1 keep running (airlock prod down removes the VM)"
 }
 
 status() {
