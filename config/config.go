@@ -115,11 +115,20 @@ type Webhook struct {
 	Token   string   `yaml:"token"`
 }
 
-// LLM is an OpenAI-compatible endpoint. The key never enters history.
+// LLM is an OpenAI-compatible endpoint. The key never enters history:
+// the control worker reads it from the environment variable APIKeyEnv
+// names (empty: no key, e.g. a local Ollama or vLLM).
 type LLM struct {
-	BaseURL   string `yaml:"base_url"`
-	Model     string `yaml:"model"`
+	BaseURL   string `yaml:"base_url"` // e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1
+	Model     string `yaml:"model"`    // default model; a task's agent.model overrides it
 	APIKeyEnv string `yaml:"api_key_env"`
+	// APIType is openai (default) or azure; APIVersion is Azure's api-version.
+	APIType    string `yaml:"api_type"`
+	APIVersion string `yaml:"api_version"`
+	// RequestTimeout bounds one HTTP request (default 2m); MaxAttempts is
+	// how many requests one LLM step may make on 429/5xx/timeouts (default 5).
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	MaxAttempts    int           `yaml:"max_attempts"`
 }
 
 // Default returns the configuration the dev stack uses.
@@ -137,7 +146,8 @@ func Default() Config {
 
 // Load reads path (strictly: unknown keys are errors) over the defaults,
 // then applies environment overrides: AIRLOCK_TEMPORAL_ADDRESS,
-// AIRLOCK_PG_URL, AIRLOCK_CODEC_KEYS, AIRLOCK_STATE_DIR.
+// AIRLOCK_PG_URL, AIRLOCK_CODEC_KEYS, AIRLOCK_STATE_DIR, AIRLOCK_LLM_BASE_URL,
+// AIRLOCK_LLM_MODEL, AIRLOCK_LLM_API_KEY_ENV.
 func Load(path string) (Config, error) {
 	cfg := Default()
 	if path != "" {
@@ -163,6 +173,15 @@ func Load(path string) (Config, error) {
 	}
 	if v := os.Getenv("AIRLOCK_STATE_DIR"); v != "" {
 		cfg.StateDir = v
+	}
+	if v := os.Getenv("AIRLOCK_LLM_BASE_URL"); v != "" {
+		cfg.LLM.BaseURL = v
+	}
+	if v := os.Getenv("AIRLOCK_LLM_MODEL"); v != "" {
+		cfg.LLM.Model = v
+	}
+	if v := os.Getenv("AIRLOCK_LLM_API_KEY_ENV"); v != "" {
+		cfg.LLM.APIKeyEnv = v
 	}
 	return cfg, nil
 }
