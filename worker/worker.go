@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/airlock-dev/airlock/activities/agent"
 	"github.com/airlock-dev/airlock/activities/apply"
 	"github.com/airlock-dev/airlock/activities/catalog"
 	"github.com/airlock-dev/airlock/activities/playbook"
@@ -37,6 +38,7 @@ func RegisterControl(r sdkworker.Registry, d ControlDeps) {
 	r.RegisterActivity(&catalog.Activities{Config: d.Config})
 	r.RegisterActivity(&storeact.Activities{Store: d.Store})
 	r.RegisterActivity(&playbook.Activities{Artifacts: d.Store})
+	r.RegisterActivity(&agent.LLM{Config: d.Config.LLM}) // LLMStep; the key is read from the env at call time
 }
 
 // RunControl serves the control queue.

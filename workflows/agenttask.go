@@ -60,6 +60,7 @@ type Status struct {
 	Applies      []apply.Result        `json:"applies,omitempty"`
 	Outcome      string                `json:"outcome,omitempty"`
 	Error        string                `json:"error,omitempty"`
+	Agent        *AgentStatus          `json:"agent,omitempty"` // LLM agent budgets, questions, egress, end reason
 }
 
 // PhaseMark is one entry of the phase timeline.
@@ -97,6 +98,8 @@ type task struct {
 	// destroyed marks sandboxes already destroyed (lookup only).
 	destroyed     map[string]bool
 	agentFinalRef string
+	agent         *agentState            // the agent's conversation, questions and egress
+	baseline      sandbox.ManifestResult // for the agent's diff tool
 	// auditCtx is disconnected from the task's context: audit writes must
 	// survive cancellation of the task and of the agent's step context.
 	auditCtx workflow.Context
@@ -171,6 +174,7 @@ func (t *task) work(ctx workflow.Context) error {
 	if err := workflow.ExecuteActivity(hostCtx(ctx, host, 10*time.Minute, 3), ActTakeManifest, sandbox.ManifestInput{Sandbox: sbx.Name}).Get(ctx, &before); err != nil {
 		return fmt.Errorf("baseline manifest: %w", err)
 	}
+	t.baseline = before
 
 	t.setPhase(ctx, PhaseWorking)
 	if err := t.runAgent(ctx, sbx); err != nil {
@@ -376,7 +380,7 @@ func (t *task) finalPhase(res Result, err error) string {
 func (t *task) commandLog() []playbook.CommandRecord {
 	out := make([]playbook.CommandRecord, 0, len(t.st.Steps))
 	for _, s := range t.st.Steps {
-		if s.Tool == "run" {
+		if s.Tool == "run" || s.Tool == "run_command" {
 			out = append(out, playbook.CommandRecord{Command: s.Args, ExitCode: s.ExitCode})
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/airlock-dev/airlock/activities/agent/tools"
 )
 
 // TaskQueue is the control queue: all workflows, LLM calls, playbook
@@ -59,6 +61,12 @@ type AgentSpec struct {
 	MaxSteps int           `json:"max_steps,omitempty" yaml:"max_steps,omitempty"`
 	ReadOnly bool          `json:"read_only,omitempty" yaml:"read_only,omitempty"`
 	Steps    []RunbookStep `json:"steps,omitempty" yaml:"steps,omitempty"`
+	// LLM budgets and limits; zero means the default (llmtypes.go).
+	MaxTokens        int      `json:"max_tokens,omitempty" yaml:"max_tokens,omitempty"`                 // tokens spent in all LLM calls
+	ContextTokens    int      `json:"context_tokens,omitempty" yaml:"context_tokens,omitempty"`         // compact older turns beyond ¾ of this
+	MaxErrors        int      `json:"max_errors,omitempty" yaml:"max_errors,omitempty"`                 // consecutive bad tool calls before the task fails
+	QuestionTimeout  Duration `json:"question_timeout,omitempty" yaml:"question_timeout,omitempty"`     // request_approval / request_egress wait
+	MaxEgressMinutes int      `json:"max_egress_minutes,omitempty" yaml:"max_egress_minutes,omitempty"` // longest egress opening
 }
 
 // RunbookStep is one scripted step. Exactly one action field is set.
@@ -69,6 +77,18 @@ type RunbookStep struct {
 	Snapshot  string       `json:"snapshot,omitempty" yaml:"snapshot,omitempty"`
 	Restore   string       `json:"restore,omitempty" yaml:"restore,omitempty"`
 	Expect    *Expectation `json:"expect,omitempty" yaml:"expect,omitempty"`
+	// The same tool layer as the LLM agent (activities/agent/tools).
+	EditFile        *tools.EditFileArgs      `json:"edit_file,omitempty" yaml:"edit_file,omitempty"`
+	RequestApproval *ApprovalStep            `json:"request_approval,omitempty" yaml:"request_approval,omitempty"`
+	RequestEgress   *tools.RequestEgressArgs `json:"request_egress,omitempty" yaml:"request_egress,omitempty"`
+}
+
+// ApprovalStep asks the approvers a question; the runbook goes on only on
+// the ContinueOn answer (default: the first option, or "yes").
+type ApprovalStep struct {
+	Question   string   `json:"question" yaml:"question"`
+	Options    []string `json:"options,omitempty" yaml:"options,omitempty"`
+	ContinueOn string   `json:"continue_on,omitempty" yaml:"continue_on,omitempty"`
 }
 
 // WriteFile writes a whole file as root.
@@ -329,18 +349,46 @@ func (a *AgentSpec) Validate() error {
 		}
 		for i, s := range a.Steps {
 			if err := s.validate(); err != nil {
+				var fe *stepFieldError
+				if errors.As(err, &fe) {
+					return bad(fmt.Sprintf("agent.steps[%d].%s", i, fe.field), "%s", fe.msg)
+				}
 				return bad(fmt.Sprintf("agent.steps[%d]", i), "%v", err)
 			}
 		}
 	case "llm":
-		if a.MaxSteps < 0 {
-			return bad("agent.max_steps", "must not be negative")
+		if a.MaxSteps < 0 || a.MaxSteps > 1000 {
+			return bad("agent.max_steps", "must be between 0 (default %d) and 1000", DefaultMaxSteps)
+		}
+		if a.MaxTokens < 0 || a.MaxTokens > 100_000_000 {
+			return bad("agent.max_tokens", "must be between 0 (default %d) and 100000000", DefaultMaxTokens)
+		}
+		if a.ContextTokens != 0 && (a.ContextTokens < 2000 || a.ContextTokens > 2_000_000) {
+			return bad("agent.context_tokens", "must be between 2000 and 2000000 (0: default %d)", DefaultContextTokens)
+		}
+		if a.MaxErrors < 0 || a.MaxErrors > 100 {
+			return bad("agent.max_errors", "must be between 0 (default %d) and 100", DefaultMaxErrors)
+		}
+		if len(a.Steps) > 0 {
+			return bad("agent.steps", "steps are for mode runbook; an llm agent works from the goal")
 		}
 	default:
 		return bad("agent.mode", "must be runbook or llm, got %q", a.Mode)
 	}
+	if q := a.QuestionTimeout.D(); q != 0 && (q < time.Minute || q > 7*24*time.Hour) {
+		return bad("agent.question_timeout", "must be between 1m and 168h")
+	}
+	if a.MaxEgressMinutes < 0 || a.MaxEgressMinutes > 24*60 {
+		return bad("agent.max_egress_minutes", "must be between 0 (default %d) and 1440", DefaultMaxEgressMinutes)
+	}
 	return nil
 }
+
+// stepFieldError names a field inside a runbook step, so that runbook
+// files report the exact line and column.
+type stepFieldError struct{ field, msg string }
+
+func (e *stepFieldError) Error() string { return e.field + ": " + e.msg }
 
 func (s RunbookStep) validate() error {
 	n := 0
@@ -368,8 +416,35 @@ func (s RunbookStep) validate() error {
 			return fmt.Errorf("restore: bad name %q", s.Restore)
 		}
 	}
+	if s.EditFile != nil {
+		n++
+		if s.EditFile.Sandbox != "" {
+			return &stepFieldError{"edit_file.sandbox", "runbooks work in the task's sandbox; remove sandbox"}
+		}
+		if err := tools.Check(tools.EditFile, s.EditFile); err != nil {
+			return &stepFieldError{"edit_file", strings.TrimPrefix(err.Error(), tools.EditFile+": ")}
+		}
+	}
+	if a := s.RequestApproval; a != nil {
+		n++
+		if err := tools.Check(tools.RequestApproval, &tools.RequestApprovalArgs{Question: a.Question, Options: a.Options}); err != nil {
+			return &stepFieldError{"request_approval", strings.TrimPrefix(err.Error(), tools.RequestApproval+": ")}
+		}
+		if a.ContinueOn != "" && !contains(questionOptions(a.Options), a.ContinueOn) {
+			return &stepFieldError{"request_approval.continue_on", fmt.Sprintf("%q is not one of the options %v", a.ContinueOn, questionOptions(a.Options))}
+		}
+	}
+	if e := s.RequestEgress; e != nil {
+		n++
+		if e.Sandbox != "" {
+			return &stepFieldError{"request_egress.sandbox", "runbooks work in the task's sandbox; remove sandbox"}
+		}
+		if err := tools.Check(tools.RequestEgress, e); err != nil {
+			return &stepFieldError{"request_egress", strings.TrimPrefix(err.Error(), tools.RequestEgress+": ")}
+		}
+	}
 	if n != 1 {
-		return errors.New("exactly one of run, write_file, snapshot, restore is required")
+		return errors.New("exactly one of run, write_file, edit_file, snapshot, restore, request_approval, request_egress is required")
 	}
 	if s.Expect != nil {
 		if s.Run == "" {

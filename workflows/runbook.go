@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -16,8 +17,12 @@ import (
 // Only the runbook agent exists so far; each step is one activity on the
 // hypervisor host's queue.
 func (t *task) runAgent(ctx workflow.Context, sbx sandbox.Info) error {
+	if err := t.registerAgentHandlers(ctx); err != nil {
+		return err
+	}
 	actx, cancel := workflow.WithCancel(ctx)
 	defer cancel()
+	defer t.closeAgentResources(ctx)
 	deadlineHit := false
 	timer := workflow.NewTimer(actx, t.in.Limits.Deadline.D())
 	workflow.Go(actx, func(gctx workflow.Context) {
@@ -27,13 +32,14 @@ func (t *task) runAgent(ctx workflow.Context, sbx sandbox.Info) error {
 		}
 	})
 	if t.in.Agent.Mode == "llm" {
-		err := t.runLLMAgent(actx, sbx)
-		if err != nil && deadlineHit {
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("agent deadline of %s exceeded", t.in.Limits.Deadline.D()), "DeadlineExceeded", nil)
-		}
-		return err
+		// The LLM agent treats the deadline as a budget: it ends, and the
+		// work so far is still diffed and shown.
+		return t.runLLMAgent(actx, sbx, func() bool { return deadlineHit })
 	}
 	for i, step := range t.in.Agent.Steps {
+		if t.agent != nil && t.agent.cancel != nil {
+			return t.cancelled()
+		}
 		if err := t.runStep(actx, sbx, i+1, step); err != nil {
 			if deadlineHit {
 				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("agent deadline of %s exceeded at step %d", t.in.Limits.Deadline.D(), i+1), "DeadlineExceeded", nil)
@@ -75,6 +81,9 @@ func (t *task) runStep(ctx workflow.Context, sbx sandbox.Info, n int, s RunbookS
 	case s.Restore != "":
 		rec.Tool, rec.Args = "restore", s.Restore
 		err = workflow.ExecuteActivity(hostCtx(ctx, host, 5*time.Minute, 3), ActRestoreSnapshot, sandbox.SnapshotInput{Sandbox: sbx.Name, Name: s.Restore}).Get(ctx, nil)
+	default:
+		// Steps that use the agent's tool layer (edit_file, request_*).
+		err = t.runToolStep(ctx, sbx, s, &rec)
 	}
 	if err != nil {
 		rec.Error = err.Error()
@@ -108,6 +117,49 @@ func checkExpect(s RunbookStep, r sandbox.ExecResult) error {
 		re := regexp.MustCompile(s.Expect.Output) // validated at start
 		if !re.MatchString(r.Output) {
 			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("output does not match %q", s.Expect.Output), "ExpectFailed", nil)
+		}
+	}
+	return nil
+}
+
+// runToolStep runs the runbook steps that share the LLM agent's tool
+// layer. A question that is not answered with the step's continue choice,
+// or egress that is not approved, stops the runbook.
+func (t *task) runToolStep(ctx workflow.Context, sbx sandbox.Info, s RunbookStep, rec *StepRecord) error {
+	main := &AgentSandbox{Name: sbx.Name, IP: sbx.IP, Main: true, State: "running"}
+	stop := func(format string, a ...any) error {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, a...), "RunbookStopped", nil)
+	}
+	switch {
+	case s.EditFile != nil:
+		rec.Tool, rec.Args = "edit_file", s.EditFile.Op+" "+s.EditFile.Path
+		r := t.toolEdit(ctx, main, *s.EditFile)
+		rec.Output, rec.TotalBytes = capText(r.text, t.in.Limits.OutputCap), r.totalBytes
+		if r.isErr {
+			return stop("%s", strings.TrimPrefix(r.text, "ERROR: "))
+		}
+	case s.RequestApproval != nil:
+		a := s.RequestApproval
+		opts := questionOptions(a.Options)
+		want := orDefault(a.ContinueOn, opts[0])
+		rec.Tool, rec.Args = "request_approval", a.Question
+		q, err := t.ask(ctx, Question{Kind: "approval", Text: a.Question, Options: opts})
+		if err != nil {
+			return err
+		}
+		rec.Output = fmt.Sprintf("%s: %s %q%s", q.Status, q.AnsweredBy, q.Choice, comment(q.Comment))
+		if q.Status != "answered" || q.Choice != want {
+			return stop("question %s: %s (the runbook goes on only on %q)", q.ID, rec.Output, want)
+		}
+	case s.RequestEgress != nil:
+		rec.Tool, rec.Args = "request_egress", strings.Join(s.RequestEgress.Destinations, ", ")
+		text, open, err := t.requestEgress(ctx, sbx.Name, *s.RequestEgress)
+		if err != nil {
+			return err
+		}
+		rec.Output = text
+		if !open {
+			return stop("%s", text)
 		}
 	}
 	return nil

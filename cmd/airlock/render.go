@@ -43,7 +43,7 @@ func verificationText(st workflows.Status) string {
 
 func printStep(w io.Writer, s workflows.StepRecord) {
 	fmt.Fprintf(w, "-- step %d %s: %s\n", s.N, s.Tool, oneLine(s.Args, 100))
-	if s.Tool == "run" {
+	if s.Tool == "run" || s.Tool == "run_command" {
 		out := strings.TrimRight(s.Output, "\n")
 		if out != "" {
 			for _, l := range strings.Split(out, "\n") {
@@ -55,6 +55,16 @@ func printStep(w io.Writer, s workflows.StepRecord) {
 			fmt.Fprintf(w, ", full output %s", s.OutputRef)
 		}
 		fmt.Fprintln(w, ")")
+	} else if out := strings.TrimRight(s.Output, "\n"); out != "" && s.Error == "" {
+		// Other agent tools: the first lines of what the model was told.
+		lines := strings.Split(out, "\n")
+		for i, l := range lines {
+			if i == 6 {
+				fmt.Fprintf(w, "   | … %d more lines\n", len(lines)-i)
+				break
+			}
+			fmt.Fprintf(w, "   | %s\n", l)
+		}
 	}
 	if s.Error != "" {
 		fmt.Fprintf(w, "   error: %s\n", s.Error)
