@@ -299,3 +299,36 @@ func TestBrokenModifyKeepsCurrentPlan(t *testing.T) {
 	require.Equal(t, "sha256:plan1", r.PlanHash)
 	require.Len(t, b.acts.eventsOf("modify_refused"), 1)
 }
+
+// TestRawJSONInputErrorsNameTheField starts the workflow the way
+// `temporal workflow start --input '{…}'` does: with raw JSON.
+func TestRawJSONInputErrorsNameTheField(t *testing.T) {
+	base := func() map[string]any {
+		return map[string]any{
+			"goal": "x", "source": map[string]any{"image": "bookworm"},
+			"agent":    map[string]any{"mode": "runbook", "steps": []any{map[string]any{"run": "true"}}},
+			"approval": map[string]any{"approvers": []any{"alice"}},
+		}
+	}
+	cases := map[string]struct {
+		mutate func(map[string]any)
+		want   string
+	}{
+		"unknown field": {func(m map[string]any) { m["gaol"] = "typo" }, `gaol: unknown field`},
+		"bad duration":  {func(m map[string]any) { m["approval"].(map[string]any)["expires_after"] = "3 days" }, `bad duration "3 days"`},
+		"wrong type":    {func(m map[string]any) { m["approval"].(map[string]any)["quorum"] = "two" }, `approval.quorum`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			b := setup(t)
+			in := base()
+			tc.mutate(in)
+			b.env.ExecuteWorkflow(WorkflowType, in) // by name: the payload is the raw JSON
+			require.True(t, b.env.IsWorkflowCompleted())
+			require.ErrorContains(t, b.env.GetWorkflowError(), tc.want)
+			b.acts.mu.Lock()
+			require.Empty(t, b.acts.created)
+			b.acts.mu.Unlock()
+		})
+	}
+}
