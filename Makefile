@@ -56,8 +56,9 @@ test: build temporal image host pg unit vmtest   ## all tiers
 unit:
 	AIRLOCK_TEST_PG_URL="$$(deploy/dev/postgres.sh url)" go test -p 2 -count=1 -timeout 20m $(UNIT_PKGS)
 
+# flock: one VM-booting test run per machine at a time (TCG fits ~2 working guests).
 vmtest:
-	AIRLOCK_TEST_PG_URL="$$(deploy/dev/postgres.sh url)" go test -p 1 -count=1 -timeout 45m $(VM_PKGS)
+	AIRLOCK_TEST_PG_URL="$$(deploy/dev/postgres.sh url)" flock /tmp/airlock-vm.lock go test -p 1 -count=1 -timeout 60m $(VM_PKGS)
 
 bench: build temporal image host pg   ## figures and same-run ratios; never asserted
 	AIRLOCK_TEST_PG_URL="$$(deploy/dev/postgres.sh url)" go test -run '^$$' -bench . -benchtime 5x -timeout 60m ./bench/... ./activities/remote/
