@@ -192,12 +192,10 @@ func TestRealEgressClosedByDefault(t *testing.T) {
 			require.Equal(t, 28, res.ExitCode, "curl %s from the sandbox: %s", url, res.Stderr)
 			continue
 		}
-		// Any other host address: the guest has no route at all.
-		require.NotZero(t, res.ExitCode, "curl %s from the sandbox succeeded", url)
-		rt, err := d.GuestExec(ctx, sb.Name, "/sbin/ip", "route", "get", ip)
-		require.NoError(t, err)
-		require.NotZero(t, rt.ExitCode, "the sandbox has a route to %s: %s", ip, rt.Stdout)
-		require.Contains(t, string(rt.Stderr), "unreachable")
+		// Any other host address: no route (an isolated network) or, on
+		// airlock-sbx with forward mode open, a route through the host
+		// whose nftables input chain drops the packets (28).
+		require.Contains(t, []int{7, 28}, res.ExitCode, "curl %s from the sandbox: %s", url, res.Stderr)
 	}
 	require.Zero(t, accepted.Load(), "the host listener saw a connection from the sandbox")
 }
