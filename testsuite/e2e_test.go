@@ -49,9 +49,14 @@ type stack struct {
 // tests; it protects nothing but test data.
 const replayKeyFile = "../workflows/testdata/codec.key"
 
-func startStack(t *testing.T) *stack {
+// startStack starts the stack; opts adjust the configuration first (the
+// LLM tests point cfg.LLM at a scripted server).
+func startStack(t *testing.T, opts ...func(*config.Config)) *stack {
 	t.Helper()
 	cfg := config.Default()
+	for _, o := range opts {
+		o(&cfg)
+	}
 	RequirePath(t, "libvirt socket (make host)", "/run/libvirt/libvirt-sock")
 	RequirePath(t, "golden image (make image)", filepath.Join(cfg.Images.CacheDir, "bookworm", "current", "disk.qcow2"))
 	RequirePath(t, "ansible-playbook (make deps)", "/usr/bin/ansible-playbook")
