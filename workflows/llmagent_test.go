@@ -26,7 +26,9 @@ type reply struct {
 	err       error
 }
 
-func call(name, args string) reply { return reply{calls: []tools.ToolCall{{Name: name, Arguments: args}}} }
+func call(name, args string) reply {
+	return reply{calls: []tools.ToolCall{{Name: name, Arguments: args}}}
+}
 
 // llmFakes is the scripted LLM and the agent's host activities.
 type llmFakes struct {
@@ -222,7 +224,7 @@ func TestLLMAgentErrorsGoBackToTheModelAndEndTheTask(t *testing.T) {
 	in := llmInput()
 	in.Agent.MaxErrors = 3
 	f := b.withLLM(
-		call("format_disk", `{}`),                       // 1: unknown tool
+		call("format_disk", `{}`),                      // 1: unknown tool
 		call(tools.RunCommand, `{"command": "ls"`),     // 2: not JSON
 		call(tools.RunCommand, `{"command":"true"}`),   // fine: resets the count
 		reply{content: "I think I am done"},            // 1: no tool call
@@ -256,7 +258,9 @@ func TestLLMAgentErrorsGoBackToTheModelAndEndTheTask(t *testing.T) {
 func TestLLMAgentDenyListRefusesWithoutRunning(t *testing.T) {
 	b := setup(t)
 	f := b.withLLM(call(tools.RunCommand, `{"command":"rm -rf / --no-preserve-root"}`), call(tools.RunCommand, `{"command":"systemctl reboot"}`))
-	b.env.RegisterDelayedCallback(func() { b.env.SignalWorkflow(SignalApproval, Decision{Decision: DecisionReject, By: "bob", PlanHash: "sha256:plan1", Comment: "test"}) }, time.Hour)
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalApproval, Decision{Decision: DecisionReject, By: "bob", PlanHash: "sha256:plan1", Comment: "test"})
+	}, time.Hour)
 	b.env.ExecuteWorkflow(AgentTask, llmInput())
 	require.Equal(t, PhaseRejected, b.result(t).Outcome)
 	require.Contains(t, f.lastTool(2), "deny-list")
@@ -285,7 +289,9 @@ func TestLLMAgentReadOnlyIsEnforced(t *testing.T) {
 		call(tools.ReadFile, `{"path":"/etc/nginx/nginx.conf"}`),
 		call(tools.Finish, `{"summary":"nginx listens on 80"}`),
 	)
-	b.env.RegisterDelayedCallback(func() { b.env.SignalWorkflow(SignalApproval, Decision{Decision: DecisionReject, By: "bob", PlanHash: "sha256:plan1", Comment: "report only"}) }, time.Hour)
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalApproval, Decision{Decision: DecisionReject, By: "bob", PlanHash: "sha256:plan1", Comment: "report only"})
+	}, time.Hour)
 	b.env.ExecuteWorkflow(AgentTask, in)
 	require.Equal(t, PhaseRejected, b.result(t).Outcome)
 

@@ -212,6 +212,7 @@ func (t *task) ask(ctx workflow.Context, q Question) (Question, error) {
 	answered, err := workflow.AwaitWithTimeout(ctx, q.ExpiresAt.Sub(now), func() bool {
 		return ag.status.Questions[i].Status != "pending" || ag.cancel != nil
 	})
+	workflow.SetCurrentDetails(ctx, fmt.Sprintf("**%s** — %s", t.st.Phase, t.in.Goal))
 	cur := &ag.status.Questions[i]
 	switch {
 	case err != nil:

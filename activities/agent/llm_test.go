@@ -39,8 +39,8 @@ func stepInput() tools.StepInput {
 
 func TestLLMStepToolCallsAndUsage(t *testing.T) {
 	f := testsuite.StartFakeLLM(t, testsuite.FakeReply{
-		Content:   "looking",
-		ToolCalls: []testsuite.FakeToolCall{{ID: "c1", Name: "run_command", Arguments: `{"command":"uname -a"}`}, {Name: "read_file", Arguments: `{"path":"/etc/os-release"}`}},
+		Content:      "looking",
+		ToolCalls:    []testsuite.FakeToolCall{{ID: "c1", Name: "run_command", Arguments: `{"command":"uname -a"}`}, {Name: "read_file", Arguments: `{"path":"/etc/os-release"}`}},
 		PromptTokens: 120, OutTokens: 30,
 	})
 	l, _ := newLLM(f.URL)
