@@ -289,3 +289,18 @@ func TestRunbookToolStepValidation(t *testing.T) {
 	in.Agent = AgentSpec{Mode: "llm", MaxTokens: -1}
 	require.ErrorContains(t, in.Validate(Catalog{}), "agent.max_tokens")
 }
+
+func TestCancelSignalDuringARunbookQuestion(t *testing.T) {
+	b := setup(t)
+	in := validInput()
+	in.Agent.Steps = []RunbookStep{{RequestApproval: &ApprovalStep{Question: "go?"}}, {Run: "echo never"}}
+	b.send(time.Minute, SignalCancel, CancelRequest{By: "dave", Reason: "changed my mind"})
+	b.env.ExecuteWorkflow(AgentTask, in)
+	require.True(t, b.env.IsWorkflowCompleted())
+	require.True(t, temporal.IsCanceledError(b.env.GetWorkflowError()), "%v", b.env.GetWorkflowError())
+	b.acts.mu.Lock()
+	require.Empty(t, b.acts.execs)
+	b.acts.mu.Unlock()
+	require.Equal(t, "cancelled", b.status(t).Agent.Questions[0].Status)
+	b.requireCleanedUp(t)
+}

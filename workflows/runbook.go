@@ -147,6 +147,9 @@ func (t *task) runToolStep(ctx workflow.Context, sbx sandbox.Info, s RunbookStep
 		if err != nil {
 			return err
 		}
+		if t.agent.cancel != nil {
+			return t.cancelled()
+		}
 		rec.Output = fmt.Sprintf("%s: %s %q%s", q.Status, q.AnsweredBy, q.Choice, comment(q.Comment))
 		if q.Status != "answered" || q.Choice != want {
 			return stop("question %s: %s (the runbook goes on only on %q)", q.ID, rec.Output, want)
@@ -156,6 +159,9 @@ func (t *task) runToolStep(ctx workflow.Context, sbx sandbox.Info, s RunbookStep
 		text, open, err := t.requestEgress(ctx, sbx.Name, *s.RequestEgress)
 		if err != nil {
 			return err
+		}
+		if t.agent.cancel != nil {
+			return t.cancelled()
 		}
 		rec.Output = text
 		if !open {
