@@ -84,6 +84,9 @@ func printStatus(w io.Writer, id string, st workflows.Status) {
 	if st.Sandbox != nil {
 		fmt.Fprintf(w, "  sandbox: %s (%s)\n", st.Sandbox.Name, st.Sandbox.IP)
 	}
+	if a := st.Agent; a != nil {
+		printAgent(w, id, a)
+	}
 	if len(st.DiffSummary) > 0 {
 		keys := make([]string, 0, len(st.DiffSummary))
 		for k := range st.DiffSummary {
@@ -144,4 +147,42 @@ func orUnknown(s string) string {
 		return "(unknown)"
 	}
 	return s
+}
+
+// printAgent shows the agent's budgets, how it ended, open questions (with
+// the command that answers them) and egress.
+func printAgent(w io.Writer, id string, a *workflows.AgentStatus) {
+	if a.Mode == "llm" {
+		fmt.Fprintf(w, "  agent:   llm %s, %d/%d steps, %d/%d tokens, %d tool calls, %d errors", a.Model, a.Steps, a.MaxSteps, a.TokensUsed, a.MaxTokens, a.ToolCalls, a.Errors)
+		if a.ReadOnly {
+			fmt.Fprint(w, ", read-only")
+		}
+		fmt.Fprintln(w)
+	}
+	if a.EndReason != "" {
+		fmt.Fprintf(w, "  agent ended: %s — %s\n", a.EndReason, a.EndDetail)
+	}
+	if a.Summary != "" {
+		fmt.Fprintf(w, "  agent summary: %s\n", oneLine(a.Summary, 300))
+	}
+	for _, q := range a.Questions {
+		fmt.Fprintf(w, "  question %s (%s, %s): %s [%s]", q.ID, q.Kind, q.Status, oneLine(q.Text, 200), strings.Join(q.Options, "|"))
+		if q.Status == "answered" {
+			fmt.Fprintf(w, " → %s by %s", q.Choice, q.AnsweredBy)
+		}
+		fmt.Fprintln(w)
+		if q.Status == "pending" && len(q.Options) > 0 {
+			fmt.Fprintf(w, "    answer: temporal workflow signal --workflow-id %s --name answer --input '{\"question_id\":\"%s\",\"by\":\"YOU\",\"choice\":\"%s\"}'\n", id, q.ID, q.Options[0])
+		}
+	}
+	for _, e := range a.Egress {
+		state := "closed (" + e.CloseReason + ")"
+		if e.Open {
+			state = "open until " + e.Until.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(w, "  egress %s (approved by %s): %s\n", e.Sandbox, e.ApprovedBy, state)
+	}
+	for _, pb := range a.Playbooks {
+		fmt.Fprintf(w, "  agent-written notes %q: %d tasks (not applied)\n", pb.Name, len(pb.Tasks))
+	}
 }
