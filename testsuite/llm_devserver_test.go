@@ -44,7 +44,9 @@ func startLLMWorkers(t *testing.T, c client.Client, f *uiFakes, llmURL string) {
 	reg(hv, f.TakeManifest, workflows.ActTakeManifest)
 	reg(hv, f.CaptureChanges, workflows.ActCaptureChanges)
 	reg(hv, f.VerifyPlaybook, workflows.ActVerifyPlaybook)
-	reg(hv, func(ctx context.Context, in sandbox.ReadFileInput) ([]byte, error) { return []byte("listen 80;\n"), nil }, workflows.ActReadFile)
+	reg(hv, func(ctx context.Context, in sandbox.ReadFileInput) ([]byte, error) {
+		return []byte("listen 80;\n"), nil
+	}, workflows.ActReadFile)
 
 	ap := worker.New(c, apply.Queue(workflows.DefaultEnv), worker.Options{})
 	reg(ap, f.ApplyPlaybook, workflows.ActApplyPlaybook)
