@@ -17,11 +17,8 @@ import (
 	"github.com/airlock-dev/airlock/store/audit"
 )
 
-// Artifacts is the part of the store the apply worker uses.
-type Artifacts interface {
-	ReadArtifact(ctx context.Context, id string) ([]byte, error)
-	PutArtifact(ctx context.Context, kind string, r io.Reader) (audit.ArtifactRef, error)
-}
+// Artifacts is the part of the store this worker uses.
+type Artifacts = audit.Artifacts
 
 // Activities runs approved bundles against one environment.
 type Activities struct {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 
 	"go.temporal.io/sdk/temporal"
@@ -14,11 +13,8 @@ import (
 	"github.com/airlock-dev/airlock/store/audit"
 )
 
-// Artifacts is the part of the store the planner uses.
-type Artifacts interface {
-	ReadArtifact(ctx context.Context, id string) ([]byte, error)
-	PutArtifact(ctx context.Context, kind string, r io.Reader) (audit.ArtifactRef, error)
-}
+// Artifacts is the part of the store this worker uses.
+type Artifacts = audit.Artifacts
 
 // Activities runs on the control queue: it turns captured changes into a
 // checked bundle, and an approver's edit into a new bundle.

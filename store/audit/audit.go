@@ -160,6 +160,13 @@ type ArtifactSink interface {
 	PutArtifact(ctx context.Context, kind string, r io.Reader) (ArtifactRef, error)
 }
 
+// Artifacts reads and stores blobs: what the workers that move bundles,
+// manifests and outputs need. *store.Store implements it.
+type Artifacts interface {
+	ArtifactSink
+	ReadArtifact(ctx context.Context, id string) ([]byte, error)
+}
+
 var artifactIDRe = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // ValidArtifactID reports whether id has the form "sha256:<64 lowercase hex>".
