@@ -80,6 +80,7 @@ func (s *server) apiTask(c *gin.Context) {
 	if td.Status != nil {
 		r := decisionRights(who(c), td.Status)
 		out["you"] = apiRights{Approve: r.Approve, Reject: r.Reject, Modify: r.Modify, NeedOverride: r.NeedOverride, Reason: r.Reason}
+		out["questions"] = apiQuestions(who(c), td.Status, td.Events)
 	}
 	c.JSON(http.StatusOK, out)
 }

@@ -233,10 +233,9 @@ type taskPage struct {
 	PlaybookBytes   int
 	Comment         string
 	YourEdit        string // a modify refused as stale: the user's text, shown beside the current playbook
-	// Questions from request_approval / request_egress are a later issue.
-	// SEAM: when the workflow exposes pending questions in Status, fill a
-	// Questions field here and render them in task.html's "questions" block,
-	// answered through a POST /tasks/:id/answer route. Nothing is faked.
+	// Questions from request_approval / request_egress (questions.go),
+	// answered through POST /tasks/:id/answer.
+	Questions []questionView
 }
 
 var doneMessages = map[string]string{
@@ -244,6 +243,7 @@ var doneMessages = map[string]string{
 	"vote-recorded":   "Your approval is recorded. The task waits for the remaining approvals.",
 	"rejected":        "Rejected: the plan will not be applied.",
 	"modify-accepted": "Your edited playbook was accepted: it is verified again, then approval is asked again.",
+	"answered":        "Your answer is recorded; the workflow acts on it.",
 }
 
 func (s *server) loadOr404(c *gin.Context, withEvents bool) *taskData {
@@ -275,6 +275,7 @@ func (s *server) buildTaskPage(c *gin.Context, td *taskData) *taskPage {
 	p.Events, p.EventsSkipped = eventViews(td.Events, inlineEventsMax, inlineEventDataMax)
 	if st := td.Status; st != nil {
 		p.Rights = decisionRights(who(c), st)
+		p.Questions = questionViews(who(c), st, td.Events)
 		p.Diff = parseDiff(st.DiffText)
 		p.Diff.budget()
 		p.Summary = summaryRows(st.DiffSummary)

@@ -151,11 +151,13 @@ func New(d Deps) (http.Handler, error) {
 	pg.GET("/:id/playbook", s.playbookText)
 	pg.GET("/:id/audit", s.auditPage)
 	pg.POST("/:id/decision", s.requireCSRF, s.decisionPost)
+	pg.POST("/:id/answer", s.requireCSRF, s.answerPost)
 
 	api := r.Group("/api/v1", s.requireAPIUser)
 	api.GET("/tasks", s.apiList)
 	api.GET("/tasks/:id", s.apiTask)
 	api.POST("/tasks/:id/decision", s.apiDecision)
+	api.POST("/tasks/:id/answer", s.apiAnswer)
 	api.GET("/tasks/:id/events", s.apiEvents)
 
 	r.NoRoute(func(c *gin.Context) { s.notFound(c) })

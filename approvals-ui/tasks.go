@@ -94,8 +94,12 @@ type TaskRow struct {
 	StartedBy  string    `json:"started_by,omitempty"`
 	PlanHash   string    `json:"plan_hash,omitempty"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	// WaitingForYou: the task awaits approval and the caller may still vote.
+	// WaitingForYou: the task awaits approval and the caller may still
+	// vote, or it has a pending question the caller may answer.
 	WaitingForYou bool `json:"waiting_for_you"`
+	// PendingQuestions: request_approval / request_egress questions waiting
+	// for an answer.
+	PendingQuestions int `json:"pending_questions,omitempty"`
 }
 
 var saConverter = converter.GetDefaultDataConverter()
@@ -239,6 +243,9 @@ func (s *server) enrich(ctx context.Context, rows []TaskRow, who *identity) {
 				r.ExpiresAt = st.Approval.ExpiresAt
 			}
 			r.WaitingForYou = decisionRights(who, st).mayVote()
+			if r.PendingQuestions = pendingQuestions(st); r.PendingQuestions > 0 && !r.WaitingForYou && who.canDecide() {
+				r.WaitingForYou = s.mayAnswerTask(qctx, who, st, r.WorkflowID)
+			}
 		}(&rows[i])
 	}
 	wg.Wait()
