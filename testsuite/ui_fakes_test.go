@@ -31,6 +31,7 @@ type uiFakes struct {
 	edits    []playbook.EditInput
 	verifies []sandbox.VerifyInput
 	applies  []apply.Input
+	egress   []sandbox.EgressInput
 }
 
 func planFor(text string) playbook.Plan {
@@ -125,6 +126,27 @@ func (f *uiFakes) ApplyPlaybook(ctx context.Context, in apply.Input) (apply.Resu
 	return apply.Result{OK: true, Check: in.Check, Changed: 2, Recap: "ok=3 changed=2 failed=0"}, nil
 }
 
+// SetEgress records each opening and closing of a sandbox's network.
+func (f *uiFakes) SetEgress(ctx context.Context, in sandbox.EgressInput) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.egress = append(f.egress, in)
+	return nil
+}
+
+// egressCalls returns the SetEgress calls for one sandbox.
+func (f *uiFakes) egressCalls(sbx string) []sandbox.EgressInput {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []sandbox.EgressInput
+	for _, e := range f.egress {
+		if e.Sandbox == sbx {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // ListEvents and Ping make the fakes the UI's audit store.
 func (f *uiFakes) ListEvents(ctx context.Context, workflowID string) ([]approvalsui.Event, error) {
 	f.mu.Lock()
@@ -206,6 +228,7 @@ func (f *uiFakes) startWorkers(c client.Client) ([]worker.Worker, error) {
 	reg(hv, f.TakeManifest, workflows.ActTakeManifest)
 	reg(hv, f.CaptureChanges, workflows.ActCaptureChanges)
 	reg(hv, f.VerifyPlaybook, workflows.ActVerifyPlaybook)
+	reg(hv, f.SetEgress, workflows.ActSetEgress)
 
 	ap := worker.New(c, apply.Queue(workflows.DefaultEnv), worker.Options{})
 	reg(ap, f.ApplyPlaybook, workflows.ActApplyPlaybook)
