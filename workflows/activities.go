@@ -38,6 +38,9 @@ const (
 // Error types that are never retried.
 const (
 	ErrTypeBadInput = "BadInput"
+	// ErrTypeNoCapacity: the host has no room; a human may approve an
+	// overcommit.
+	ErrTypeNoCapacity = "NoCapacity"
 )
 
 // Event is one audit record. The store keys it by workflow, activity ID

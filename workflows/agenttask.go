@@ -16,6 +16,7 @@ import (
 // Phases of a task, in order. The last five are final.
 const (
 	PhaseValidating   = "validating"
+	PhasePlacing      = "awaiting_capacity"
 	PhaseProvisioning = "provisioning"
 	PhaseBaseline     = "baseline"
 	PhaseWorking      = "working"
@@ -120,6 +121,11 @@ func AgentTask(ctx workflow.Context, in TaskInput) (res Result, err error) {
 	if err := t.registerHandlers(ctx); err != nil {
 		return Result{}, err
 	}
+	// answer, instruct and cancel: questions can come before the agent
+	// runs (an overcommit placement) and while it runs.
+	if err := t.registerAgentHandlers(ctx); err != nil {
+		return Result{}, err
+	}
 	_ = workflow.UpsertTypedSearchAttributes(ctx,
 		SASource.ValueSet(in.Origin.Via), SATarget.ValueSet(targetLabel(in.Target)))
 
@@ -163,8 +169,8 @@ func (t *task) work(ctx workflow.Context) error {
 	var sbx sandbox.Info
 	create := sandbox.CreateInput{Owner: t.st.WorkflowID, Image: t.in.Source.Image}
 	t.st.Sandbox = &sandbox.Info{Name: sandbox.NameFor(t.st.WorkflowID, ""), Image: t.in.Source.Image}
-	if err := workflow.ExecuteActivity(hostCtx(ctx, host, 5*time.Minute, 3), ActCreateSandbox, create).Get(ctx, &sbx); err != nil {
-		return fmt.Errorf("create sandbox: %w", err)
+	if err := t.createSandbox(ctx, create, &sbx); err != nil {
+		return err
 	}
 	t.st.Sandbox = &sbx
 	t.record(ctx, "sandbox_created", "airlock", map[string]any{"sandbox": sbx.Name, "ip": sbx.IP, "restored": sbx.Restored, "ready_ms": sbx.ReadyMs})
@@ -205,6 +211,36 @@ func (t *task) work(ctx workflow.Context) error {
 	// for days while a human decides (step 10).
 	t.destroySandbox(ctx, sbx.Name, "after capture")
 	return t.verify(ctx, after.Ref, 1)
+}
+
+// createSandbox is steps 2–3: a host short of memory refuses with the
+// NoCapacity type, and a human may approve starting there anyway
+// (overcommit) through the same durable question as the agent's.
+func (t *task) createSandbox(ctx workflow.Context, create sandbox.CreateInput, sbx *sandbox.Info) error {
+	host := t.in.Source.Host
+	err := workflow.ExecuteActivity(hostCtx(ctx, host, 5*time.Minute, 3), ActCreateSandbox, create).Get(ctx, sbx)
+	var appErr *temporal.ApplicationError
+	if err == nil || !errors.As(err, &appErr) || appErr.Type() != ErrTypeNoCapacity {
+		if err != nil {
+			return fmt.Errorf("create sandbox: %w", err)
+		}
+		return nil
+	}
+	t.setPhase(ctx, PhasePlacing)
+	q, err := t.ask(ctx, Question{Kind: "overcommit", Options: []string{"approve", "deny"},
+		Text: fmt.Sprintf("Host %s does not have room for this task's sandbox (%s). Start it there anyway?", host, appErr.Message())})
+	if err != nil {
+		return err
+	}
+	if q.Status != "answered" || q.Choice != "approve" {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("placement on %s refused: no capacity and the overcommit was %s %s", host, q.Status, q.Choice), ErrTypeNoCapacity, nil)
+	}
+	t.setPhase(ctx, PhaseProvisioning)
+	create.Overcommit = true
+	if err := workflow.ExecuteActivity(hostCtx(ctx, host, 5*time.Minute, 3), ActCreateSandbox, create).Get(ctx, sbx); err != nil {
+		return fmt.Errorf("create sandbox (overcommit approved by %s): %w", q.AnsweredBy, err)
+	}
+	return nil
 }
 
 // verify runs step 9 on a fresh clone and records the outcome.

@@ -332,3 +332,49 @@ func TestRawJSONInputErrorsNameTheField(t *testing.T) {
 		})
 	}
 }
+
+func noCapacityUnlessOvercommit(ctx context.Context, in sandbox.CreateInput) (sandbox.Info, error) {
+	if !in.Overcommit {
+		return sandbox.Info{}, temporal.NewNonRetryableApplicationError("not enough capacity: want 512 MiB, 100 MiB free", ErrTypeNoCapacity, nil)
+	}
+	return sandbox.Info{Name: sandbox.NameFor(in.Owner, in.Suffix), IP: "10.77.0.100", Image: in.Image}, nil
+}
+
+func TestNoCapacityAsksForOvercommit(t *testing.T) {
+	b := setup(t)
+	b.acts.CreateSandboxFunc = noCapacityUnlessOvercommit
+	in := validInput()
+	in.Approval.Approvers = append(in.Approval.Approvers, "dave") // dave started the task
+	b.env.RegisterDelayedCallback(func() {
+		st := b.status(t)
+		require.Equal(t, PhasePlacing, st.Phase)
+		require.Len(t, st.Agent.Questions, 1)
+		require.Equal(t, "overcommit", st.Agent.Questions[0].Kind)
+		b.env.SignalWorkflow(SignalAnswer, Answer{QuestionID: "q1", By: "dave", Choice: "approve"}) // the requester
+		b.env.SignalWorkflow(SignalAnswer, Answer{QuestionID: "q1", By: "carol", Choice: "approve"})
+	}, time.Minute)
+	b.signalAt(time.Hour, approve("alice"))
+	b.env.ExecuteWorkflow(AgentTask, in)
+
+	require.Equal(t, PhaseApplied, b.result(t).Outcome)
+	require.Contains(t, b.acts.eventsOf("answer_denied")[0].Data["reason"], "self-approval")
+	b.acts.mu.Lock()
+	require.Equal(t, 2, len(b.acts.created), "one refused create, one approved overcommit")
+	b.acts.mu.Unlock()
+	b.requireCleanedUp(t)
+}
+
+func TestOvercommitDeniedFailsCleanly(t *testing.T) {
+	b := setup(t)
+	b.acts.CreateSandboxFunc = noCapacityUnlessOvercommit
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalAnswer, Answer{QuestionID: "q1", By: "bob", Choice: "deny", Comment: "wait for the batch job"})
+	}, time.Minute)
+	b.env.ExecuteWorkflow(AgentTask, validInput())
+	require.True(t, b.env.IsWorkflowCompleted())
+	require.ErrorContains(t, b.env.GetWorkflowError(), "placement on local refused")
+	b.acts.mu.Lock()
+	require.Len(t, b.acts.created, 1)
+	b.acts.mu.Unlock()
+	b.requireCleanedUp(t)
+}

@@ -180,7 +180,7 @@ func (t *task) answer(ctx workflow.Context, a Answer, via string) string {
 		reason = "the answer must name who gives it (by)"
 	case !contains(t.in.Approval.Approvers, a.By):
 		reason = fmt.Sprintf("%s is not an approver of this task", a.By)
-	case q.Kind == "egress" && a.By == t.in.Origin.By && !t.in.Approval.AllowSelfApproval:
+	case (q.Kind == "egress" || q.Kind == "overcommit") && a.By == t.in.Origin.By && !t.in.Approval.AllowSelfApproval:
 		reason = fmt.Sprintf("%s started this task and the policy does not allow self-approval", a.By)
 	case !contains(q.Options, a.Choice):
 		reason = fmt.Sprintf("choice %q is not one of %s", a.Choice, strings.Join(q.Options, ", "))

@@ -17,9 +17,6 @@ import (
 // Only the runbook agent exists so far; each step is one activity on the
 // hypervisor host's queue.
 func (t *task) runAgent(ctx workflow.Context, sbx sandbox.Info) error {
-	if err := t.registerAgentHandlers(ctx); err != nil {
-		return err
-	}
 	actx, cancel := workflow.WithCancel(ctx)
 	defer cancel()
 	defer t.closeAgentResources(ctx)

@@ -15,6 +15,8 @@ type CreateInput struct {
 	Boot    BootPreference `json:"boot,omitempty"`
 	Memory  int            `json:"memory_mib,omitempty"`
 	Network string         `json:"network,omitempty"`
+	// Overcommit: a human approved starting on a host short of memory.
+	Overcommit bool `json:"overcommit,omitempty"`
 }
 
 // Info is a ready sandbox: SSH works with a certificate for Principal.

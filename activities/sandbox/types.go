@@ -29,6 +29,9 @@ type Spec struct {
 	Network   string         `json:"network,omitempty"` // libvirt network; default the sandbox network
 	Identity  *Identity      `json:"-"`                 // never serialised: holds a private key
 	Boot      BootPreference `json:"boot,omitempty"`
+	// Overcommit starts the sandbox even if the host is short of memory:
+	// set only after a human approved it.
+	Overcommit bool `json:"overcommit,omitempty"`
 }
 
 // BootPreference selects how a sandbox starts.

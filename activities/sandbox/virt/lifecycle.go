@@ -245,7 +245,9 @@ func (d *Driver) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox
 		return sandbox.Sandbox{}, &sandbox.CapacityError{WantMiB: int64(mem), FreeMiB: capNow.FreeMemoryMiB,
 			Reason: fmt.Sprintf("%d of %d sandboxes defined", count, d.cfg.MaxSandboxes)}
 	}
-	if int64(mem) > capNow.FreeMemoryMiB {
+	// Overcommit is a human's approved decision to start a sandbox on a
+	// host short of memory; the sandbox-count limit still holds.
+	if int64(mem) > capNow.FreeMemoryMiB && !spec.Overcommit {
 		return sandbox.Sandbox{}, &sandbox.CapacityError{WantMiB: int64(mem), FreeMiB: capNow.FreeMemoryMiB}
 	}
 
