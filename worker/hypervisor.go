@@ -49,7 +49,8 @@ func NewHypervisorActivities(hvd sandbox.Hypervisor, d HypervisorDeps) (*hv.Acti
 		return nil, err
 	}
 	pool := remote.NewPool(&remote.Dialer{CAs: cas}, remote.PoolOptions{})
-	return &hv.Activities{Host: d.Host, HV: hvd, CAs: cas, Pool: pool, Artifacts: d.Store}, nil
+	return &hv.Activities{Host: d.Host, HV: hvd, CAs: cas, Pool: pool, Artifacts: d.Store,
+		Baselines: hv.NewImageBaselines(d.Config.StateDir, d.Config.Images.CacheDir)}, nil
 }
 
 // RunHypervisor serves airlock.hv.<host>: it prepares the fast-start

@@ -39,6 +39,9 @@ type Activities struct {
 	Artifacts Artifacts
 	// ReadyTimeout bounds Create from request to first SSH command.
 	ReadyTimeout time.Duration
+	// Baselines, if set, indexes baseline manifests by the sandbox's
+	// image lineage (see ImageBaselines).
+	Baselines *ImageBaselines
 
 	mu  sync.Mutex
 	ips map[string]string

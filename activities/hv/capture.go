@@ -48,6 +48,13 @@ func (a *Activities) TakeManifest(ctx context.Context, in sandbox.ManifestInput)
 		}
 		opts.BaselineIndex = changes.BaselineIndexPath
 	}
+	var img imageIndex
+	if in.BaselineRef == "" {
+		var err error
+		if img, base, err = a.prepareImageIndex(ctx, in.Sandbox, &opts); err != nil {
+			return sandbox.ManifestResult{}, err
+		}
+	}
 	out, done, err := tempFile("airlock-manifest-")
 	if err != nil {
 		return sandbox.ManifestResult{}, fmt.Errorf("manifest: %w", err)
@@ -64,6 +71,9 @@ func (a *Activities) TakeManifest(ctx context.Context, in sandbox.ManifestInput)
 		return sandbox.ManifestResult{}, fmt.Errorf("parse manifest of %s: %w", in.Sandbox, err)
 	}
 	m.Inherit(base)
+	if in.BaselineRef == "" {
+		a.storeImageBaseline(img, m)
+	}
 	raw, err := json.Marshal(m)
 	if err != nil {
 		return sandbox.ManifestResult{}, fmt.Errorf("encode manifest: %w", err)
