@@ -37,6 +37,7 @@ Usage:
   airlock [--config FILE] task reject ID --as NAME --comment TEXT
   airlock [--config FILE] task audit ID
   airlock [--config FILE] sandbox reconcile --name HOST
+  airlock [--config FILE] sandbox diff SANDBOX --from SNAPSHOT [--to SNAPSHOT|now] [--json]
   airlock [--config FILE] prod up|down
   airlock codec newkey [ID]
   airlock hash-password < password-file     (argon2id hash for serve.users)
