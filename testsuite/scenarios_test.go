@@ -113,6 +113,9 @@ type scenario struct {
 	snapshot string
 	steps    []step
 	check    func(t *testing.T, e *scenarioEnv, o outcome)
+	// custom, if set, replaces the whole pipeline (tests that need a VM
+	// but no playbook).
+	custom func(t *testing.T, e *scenarioEnv)
 }
 
 func parallelism() int {
@@ -131,6 +134,10 @@ func TestScenarios(t *testing.T) {
 				t.Parallel()
 				sem <- struct{}{}
 				defer func() { <-sem }()
+				if sc.custom != nil {
+					sc.custom(t, e)
+					return
+				}
 				e.run(t, sc)
 			})
 		}
