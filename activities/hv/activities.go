@@ -83,7 +83,7 @@ func (a *Activities) CreateSandbox(ctx context.Context, in sandbox.CreateInput) 
 	name := sandbox.NameFor(in.Owner, in.Suffix)
 	stop := heartbeat(ctx, "create "+name)
 	defer stop()
-	sb, err := a.HV.Create(ctx, sandbox.Spec{Name: name, Owner: in.Owner, Image: in.Image, MemoryMiB: in.Memory, Network: in.Network, Boot: in.Boot})
+	sb, err := a.HV.Create(ctx, sandbox.Spec{Name: name, Owner: in.Owner, Image: in.Image, MemoryMiB: in.Memory, Network: in.Network, Boot: in.Boot, Overcommit: in.Overcommit})
 	if err != nil {
 		return sandbox.Info{}, nonRetryable(fmt.Errorf("create %s: %w", name, err))
 	}
