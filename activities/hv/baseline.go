@@ -82,9 +82,9 @@ func (b *ImageBaselines) LineageKey(sb sandbox.Sandbox) (string, error) {
 
 func (b *ImageBaselines) path(key string) string { return filepath.Join(b.Dir, key+".json.gz") }
 
-// Get returns the cached baseline of key, or nil if there is none (or it
+// get returns the cached baseline of key, or nil if there is none (or it
 // cannot be read: a cache miss is never an error).
-func (b *ImageBaselines) Get(key string) *imageBaseline {
+func (b *ImageBaselines) get(key string) *imageBaseline {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if ib := b.mem[key]; ib != nil {
@@ -202,7 +202,7 @@ func (a *Activities) lookupImageBaseline(ctx context.Context, name string) (imag
 	if err != nil {
 		return imageIndex{}, false
 	}
-	return imageIndex{key: key, base: a.Baselines.Get(key)}, true
+	return imageIndex{key: key, base: a.Baselines.get(key)}, true
 }
 
 // prepareImageIndex uploads the cached index of the sandbox's lineage

@@ -52,14 +52,14 @@ func manifest(hashed, reused int) *changes.Manifest {
 func TestImageBaselinesRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	b := NewImageBaselines(dir, imageCache(t))
-	require.Nil(t, b.Get("bookworm-abc123-template"), "a miss is nil, not an error")
+	require.Nil(t, b.get("bookworm-abc123-template"), "a miss is nil, not an error")
 	m := manifest(10, 0)
 	require.NoError(t, b.Put("bookworm-abc123-template", m))
 	require.FileExists(t, filepath.Join(dir, "manifests", "bookworm-abc123-template.json.gz"))
 
 	// A new process (empty memory) reads the file back.
 	b2 := NewImageBaselines(dir, b.ImageCache)
-	got := b2.Get("bookworm-abc123-template")
+	got := b2.get("bookworm-abc123-template")
 	require.NotNil(t, got)
 	require.Equal(t, m.Files, got.m.Files)
 	require.Equal(t, m.PackageLists, got.m.PackageLists)
@@ -74,7 +74,7 @@ func TestImageBaselinesRoundTrip(t *testing.T) {
 	require.Equal(t, m.PackageLists["curl"], later.PackageLists["curl"])
 
 	require.NoError(t, b2.Forget("bookworm-abc123-template"))
-	require.Nil(t, b2.Get("bookworm-abc123-template"))
+	require.Nil(t, b2.get("bookworm-abc123-template"))
 	require.NoError(t, b2.Forget("bookworm-abc123-template"), "forgetting twice is fine")
 }
 
@@ -83,7 +83,7 @@ func TestImageBaselinesUnreadableIsAMiss(t *testing.T) {
 	b := NewImageBaselines(dir, imageCache(t))
 	require.NoError(t, os.MkdirAll(b.Dir, 0o755))
 	require.NoError(t, os.WriteFile(b.path("k"), []byte("not gzip"), 0o600))
-	require.Nil(t, b.Get("k"))
+	require.Nil(t, b.get("k"))
 }
 
 func TestStale(t *testing.T) {
@@ -96,12 +96,12 @@ func TestStale(t *testing.T) {
 func TestStoreImageBaseline(t *testing.T) {
 	a := &Activities{Baselines: NewImageBaselines(t.TempDir(), imageCache(t))}
 	a.storeImageBaseline(imageIndex{key: "k"}, manifest(10000, 0)) // miss: stored
-	first := a.Baselines.Get("k")
+	first := a.Baselines.get("k")
 	require.NotNil(t, first)
 	a.storeImageBaseline(imageIndex{key: "k", base: first}, manifest(3, 13000)) // hit: kept
-	require.Same(t, first, a.Baselines.Get("k"))
+	require.Same(t, first, a.Baselines.get("k"))
 	a.storeImageBaseline(imageIndex{key: "k", base: first}, manifest(9000, 4000)) // stale: replaced
-	require.NotSame(t, first, a.Baselines.Get("k"))
+	require.NotSame(t, first, a.Baselines.get("k"))
 	(&Activities{}).storeImageBaseline(imageIndex{key: "k"}, manifest(1, 1)) // no cache configured: no-op
 }
 
