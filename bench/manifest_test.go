@@ -1,4 +1,4 @@
-// Package bench holds benchmarks that boot real VMs and print figures and
+// Package bench holds benchmarks that boot real VMs and print manifestFigures and
 // same-run ratios (DESIGN.md §8). Nothing here asserts a timing. Run them
 // under the machine-wide VM lock:
 //
@@ -31,10 +31,10 @@ import (
 	"github.com/airlock-dev/airlock/worker"
 )
 
-// figures are measured once per process: the VM work is minutes long, so
+// manifestFigures are measured manifestOnce per process: the VM work is minutes long, so
 // it is not repeated b.N times. The benchmark loop itself times the
 // host-side Diff of the two manifests, which is cheap and repeatable.
-type figures struct {
+type manifestFigures struct {
 	entries                     int
 	noCache, cached             time.Duration
 	noCacheHashed, cachedHashed int
@@ -52,9 +52,9 @@ type figures struct {
 }
 
 var (
-	once   sync.Once
-	result *figures
-	setErr error
+	manifestOnce   sync.Once
+	manifestResult *manifestFigures
+	manifestErr error
 )
 
 // BenchmarkManifestDiff: the time to take a manifest of a fresh
@@ -62,12 +62,12 @@ var (
 // the incremental manifest and capture after a small change, the
 // host-side Diff, and virt-diff on the same pair of disks, with ratios.
 func BenchmarkManifestDiff(b *testing.B) {
-	once.Do(func() { result, setErr = measure(b) })
-	require.NoError(b, setErr)
-	if result == nil {
+	manifestOnce.Do(func() { manifestResult, manifestErr = measureManifest(b) })
+	require.NoError(b, manifestErr)
+	if manifestResult == nil {
 		b.Skip("not measured (see the first run's skip message)")
 	}
-	f := result
+	f := manifestResult
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		changes.Diff(f.base, f.after, changes.DiffOptions{})
@@ -88,7 +88,7 @@ func BenchmarkManifestDiff(b *testing.B) {
 		strings.Join(f.lines, "\n"), b.N, perDiff.Round(time.Microsecond), float64(f.entries)/perDiff.Seconds())
 }
 
-func measure(b *testing.B) (*figures, error) {
+func measureManifest(b *testing.B) (*manifestFigures, error) {
 	cfg := config.Default()
 	testsuite.RequirePath(b, "libvirt socket (make host)", "/run/libvirt/libvirt-sock")
 	testsuite.RequirePath(b, "golden image (make image)", filepath.Join(cfg.Images.CacheDir, "bookworm", "current", "disk.qcow2"))
@@ -129,7 +129,7 @@ func measure(b *testing.B) (*figures, error) {
 			b.Logf("destroy %s: %v", sbx.Name, err)
 		}
 	}()
-	f := &figures{}
+	f := &manifestFigures{}
 
 	start := time.Now()
 	first, err := acts.TakeManifest(ctx, sandbox.ManifestInput{Sandbox: sbx.Name})
@@ -171,10 +171,10 @@ func measure(b *testing.B) (*figures, error) {
 	}
 	f.capture = time.Since(start)
 	f.changed = capt.Summary["files_added"] + capt.Summary["files_modified"] + capt.Summary["files_removed"]
-	if f.base, err = load(ctx, acts, base.Ref); err != nil {
+	if f.base, err = loadManifest(ctx, acts, base.Ref); err != nil {
 		return nil, err
 	}
-	if f.after, err = load(ctx, acts, final.Ref); err != nil {
+	if f.after, err = loadManifest(ctx, acts, final.Ref); err != nil {
 		return nil, err
 	}
 	start = time.Now()
@@ -186,7 +186,7 @@ func measure(b *testing.B) (*figures, error) {
 	return f, nil
 }
 
-func load(ctx context.Context, acts *hv.Activities, ref string) (*changes.Manifest, error) {
+func loadManifest(ctx context.Context, acts *hv.Activities, ref string) (*changes.Manifest, error) {
 	raw, err := acts.Artifacts.ReadArtifact(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -202,7 +202,7 @@ func load(ctx context.Context, acts *hv.Activities, ref string) (*changes.Manife
 // sandbox was cloned from (the template's disk, or the golden image for a
 // cold boot) and the sandbox's overlay: the same before/after pair the
 // manifests describe.
-func (f *figures) virtDiffRun(ctx context.Context, b *testing.B, acts *hv.Activities, cfg config.Config, name string) {
+func (f *manifestFigures) virtDiffRun(ctx context.Context, b *testing.B, acts *hv.Activities, cfg config.Config, name string) {
 	bin, err := exec.LookPath("virt-diff")
 	if err != nil {
 		f.virtDiffErr = "virt-diff not installed (apt-get install libguestfs-tools; it also needs a kernel in /boot, e.g. linux-image-cloud-amd64)"
@@ -235,13 +235,13 @@ func (f *figures) virtDiffRun(ctx context.Context, b *testing.B, acts *hv.Activi
 	f.virtDiff = time.Since(start)
 	f.virtDiffLines = strings.Count(stdout.String(), "\n")
 	if err != nil {
-		f.virtDiffErr = fmt.Sprintf("virt-diff: %v: %s", err, lastLine(stderr.String()))
+		f.virtDiffErr = fmt.Sprintf("virt-diff: %v: %s", err, lastLineOf(stderr.String()))
 		f.virtDiff = 0
 	}
-	b.Logf("virt-diff output (%d lines), first lines:\n%s", f.virtDiffLines, head(stdout.String(), 15))
+	b.Logf("virt-diff output (%d lines), first lines:\n%s", f.virtDiffLines, headLines(stdout.String(), 15))
 }
 
-func (f *figures) report() {
+func (f *manifestFigures) report() {
 	rate := func(d time.Duration) float64 { return float64(f.entries) / d.Seconds() }
 	both := f.cached + f.final + f.capture
 	l := []string{
@@ -266,12 +266,12 @@ func (f *figures) report() {
 	f.lines = l
 }
 
-func lastLine(s string) string {
+func lastLineOf(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
 
-func head(s string, n int) string {
+func headLines(s string, n int) string {
 	lines := strings.SplitN(s, "\n", n+1)
 	if len(lines) > n {
 		lines = lines[:n]
