@@ -54,7 +54,7 @@ type manifestFigures struct {
 var (
 	manifestOnce   sync.Once
 	manifestResult *manifestFigures
-	manifestErr error
+	manifestErr    error
 )
 
 // BenchmarkManifestDiff: the time to take a manifest of a fresh
