@@ -31,7 +31,7 @@ import (
 	"github.com/airlock-dev/airlock/worker"
 )
 
-// manifestFigures are measured manifestOnce per process: the VM work is minutes long, so
+// manifestFigures are measured once per process: the VM work is minutes long, so
 // it is not repeated b.N times. The benchmark loop itself times the
 // host-side Diff of the two manifests, which is cheap and repeatable.
 type manifestFigures struct {
