@@ -289,10 +289,10 @@ func TestManifestUnreadableFile(t *testing.T) {
 	// one mode-000 file. That exercises the real error path: the file gets
 	// HashError with the reader's message and the run continues.
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to nobody")
+		skipUnlessCI(t, "needs root to switch to nobody")
 	}
 	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv not installed")
+		skipUnlessCI(t, "setpriv not installed (util-linux)")
 	}
 	f := newFixture(t)
 	f.write("data/secret", "top secret", 0o000)
@@ -352,4 +352,14 @@ func TestManifestDeletedTree(t *testing.T) {
 	require.Empty(t, c.Folded, "nginx is still installed: nothing to fold")
 	require.Equal(t, 0, c.Summary().FilesAdded)
 	require.Equal(t, 6, c.Summary().FilesRemoved)
+}
+
+// skipUnlessCI skips on a developer machine that lacks a prerequisite; with
+// CI=true a missing prerequisite fails the run instead.
+func skipUnlessCI(t *testing.T, missing string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("missing prerequisite: %s", missing)
+	}
+	t.Skipf("missing prerequisite (CI=true makes this a failure): %s", missing)
 }

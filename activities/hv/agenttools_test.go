@@ -22,7 +22,7 @@ import (
 func TestEditFile(t *testing.T) {
 	remotetest.RequireSSHD(t)
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: the edit runs as root and chowns")
+		skipUnlessCI(t, "needs root: the edit runs as root and chowns")
 	}
 	cas, err := remote.LoadOrCreateCAs(t.TempDir())
 	require.NoError(t, err)
@@ -87,4 +87,14 @@ func TestEditFile(t *testing.T) {
 		require.True(t, errors.As(err, &ae), fmt.Sprintf("%T", err))
 		require.True(t, ae.NonRetryable(), "a refused edit is not retried")
 	}
+}
+
+// skipUnlessCI skips on a developer machine that lacks a prerequisite; with
+// CI=true a missing prerequisite fails the run instead.
+func skipUnlessCI(t *testing.T, missing string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("missing prerequisite: %s", missing)
+	}
+	t.Skipf("missing prerequisite (CI=true makes this a failure): %s", missing)
 }
