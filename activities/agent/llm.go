@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/airlock-dev/airlock/activities/agent/tools"
+	"github.com/airlock-dev/airlock/activities/heartbeat"
 	"github.com/airlock-dev/airlock/config"
 )
 
@@ -46,7 +47,7 @@ type LLM struct {
 // Retry-After; after the last attempt the error is non-retryable and says
 // what the endpoint did.
 func (l *LLM) LLMStep(ctx context.Context, in tools.StepInput) (tools.StepResult, error) {
-	stop := heartbeatEvery(ctx, 10*time.Second, fmt.Sprintf("llm step %d", in.Step))
+	stop := heartbeat.Every(ctx, 10*time.Second, fmt.Sprintf("llm step %d", in.Step))
 	defer stop()
 	res, err := l.complete(ctx, in)
 	if err == nil {
@@ -277,30 +278,6 @@ func fromOpenAI(resp openai.ChatCompletionResponse, attempts int) tools.StepResu
 		res.Message.ToolCalls = []tools.ToolCall{{ID: "call_1", Name: c.Message.FunctionCall.Name, Arguments: c.Message.FunctionCall.Arguments}}
 	}
 	return res
-}
-
-// heartbeatEvery records heartbeats while a long call runs.
-func heartbeatEvery(ctx context.Context, every time.Duration, what string) (stop func()) {
-	if !activity.IsActivity(ctx) {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var once sync.Once
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx, what)
-			}
-		}
-	}()
-	return func() { once.Do(func() { close(done) }) }
 }
 
 func clip(s string, n int) string {

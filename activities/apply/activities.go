@@ -7,12 +7,11 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/airlock-dev/airlock/activities/heartbeat"
 	"github.com/airlock-dev/airlock/activities/playbook"
 	"github.com/airlock-dev/airlock/store/audit"
 )
@@ -71,7 +70,7 @@ func (a *Activities) ApplyPlaybook(ctx context.Context, in Input) (Result, error
 	defer os.Remove(out.Name())
 	defer out.Close()
 
-	stop := heartbeat(ctx)
+	stop := heartbeat.Every(ctx, 10*time.Second, "ansible-playbook")
 	recap, took, runErr := Run(ctx, RunOptions{
 		Dir: dir, Inventory: a.Inventory, KnownHosts: a.KnownHosts, SSHKey: a.SSHKey,
 		Limit: in.Hosts, Check: in.Check, Connection: a.Connection, Output: out, ExtraSSH: a.SSHArgs,
@@ -133,28 +132,4 @@ func headTail(f *os.File, size int64, capBytes int) string {
 // clean makes output safe for JSON history and Postgres text.
 func clean(b []byte) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(string(b), "\uFFFD"), "\x00", "")
-}
-
-// heartbeat keeps a long ansible run alive for Temporal until stop.
-func heartbeat(ctx context.Context) (stop func()) {
-	if !activity.IsActivity(ctx) {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var once sync.Once
-	go func() {
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx)
-			}
-		}
-	}()
-	return func() { once.Do(func() { close(done) }) }
 }

@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	hb "github.com/airlock-dev/airlock/activities/heartbeat"
 	"github.com/airlock-dev/airlock/activities/remote"
 	"github.com/airlock-dev/airlock/activities/sandbox"
 	"github.com/airlock-dev/airlock/store/audit"
@@ -229,34 +229,15 @@ func (a *Activities) client(ctx context.Context, name string) (*remote.Client, e
 	return c, nil
 }
 
-// heartbeat records a heartbeat every few seconds until stop is called.
-func heartbeat(ctx context.Context, what string) (stop func()) {
-	if !activity.IsActivity(ctx) {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var once sync.Once
-	go func() {
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx, what)
-			}
-		}
-	}()
-	return func() { once.Do(func() { close(done) }) }
-}
-
 func tempFile(pattern string) (*os.File, func(), error) {
 	f, err := os.CreateTemp("", pattern)
 	if err != nil {
 		return nil, nil, err
 	}
 	return f, func() { f.Close(); os.Remove(f.Name()) }, nil
+}
+
+// heartbeat keeps a host activity alive every few seconds until stopped.
+func heartbeat(ctx context.Context, what string) (stop func()) {
+	return hb.Every(ctx, 5*time.Second, what)
 }
