@@ -60,8 +60,10 @@ unit:
 vmtest:
 	AIRLOCK_TEST_PG_URL="$$(deploy/dev/postgres.sh url)" flock /tmp/airlock-vm.lock go test -p 1 -count=1 -timeout 60m $(VM_PKGS)
 
+# -p 1: the VM benchmarks and remote's local-sshd ones must not share the 2
+# cores; the VM lock keeps other VM-booting runs out of the figures too.
 bench: build temporal image host pg   ## figures and same-run ratios; never asserted
-	AIRLOCK_TEST_PG_URL="$$(deploy/dev/postgres.sh url)" go test -run '^$$' -bench . -benchtime 5x -timeout 60m ./bench/... ./activities/remote/
+	AIRLOCK_TEST_PG_URL="$$(deploy/dev/postgres.sh url)" flock /tmp/airlock-vm.lock go test -p 1 -run '^$$' -bench . -benchtime 5x -timeout 60m ./bench/... ./activities/remote/
 
 replay-record: build temporal image host pg   ## refresh workflows/testdata from a real end-to-end run
 	AIRLOCK_RECORD_HISTORY=$(CURDIR)/workflows/testdata AIRLOCK_TEST_PG_URL="$$(deploy/dev/postgres.sh url)" go test -count=1 -timeout 45m -run TestEndToEnd ./testsuite/
