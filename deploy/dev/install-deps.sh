@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(
-	qemu-system-x86 qemu-utils qemu-block-extra
+	gcc libc6-dev qemu-system-x86 qemu-utils qemu-block-extra
 	libvirt-daemon-system libvirt-dev dnsmasq-base
 	debootstrap e2fsprogs
 	openssh-server openssh-client
