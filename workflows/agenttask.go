@@ -324,7 +324,11 @@ func (t *task) apply(ctx workflow.Context) (Result, error) {
 		t.st.Applies = append(t.st.Applies, r)
 		t.recordArtifact(ctx, "apply", "airlock", map[string]any{"check": check, "ok": r.OK, "changed": r.Changed, "failed": r.Failed, "recap": r.Recap, "duration_ms": r.DurationMs}, r.OutputRef)
 		if !r.OK {
-			return Result{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("apply failed (check=%v): %s", check, r.Recap), "ApplyFailed", nil)
+			msg := fmt.Sprintf("apply failed (check=%v): %s", check, r.Recap)
+			if r.Reason != "" {
+				msg += ": " + r.Reason
+			}
+			return Result{}, temporal.NewNonRetryableApplicationError(msg, "ApplyFailed", nil)
 		}
 	}
 	return Result{Outcome: PhaseApplied, PlanHash: plan.PlanHash, Detail: "applied to " + targetLabel(t.in.Target)}, nil

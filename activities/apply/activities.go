@@ -91,6 +91,9 @@ func (a *Activities) ApplyPlaybook(ctx context.Context, in Input) (Result, error
 	res.Changed, res.Failed, res.Unreachable = tot.Changed, tot.Failed, tot.Unreachable
 	res.Recap = recap.String()
 	res.OK = tot.Failed == 0 && tot.Unreachable == 0
+	if !res.OK {
+		res.Reason = a.firstFailure(out)
+	}
 	return res, nil
 }
 
@@ -113,6 +116,17 @@ func (a *Activities) keepOutput(ctx context.Context, f *os.File) (string, string
 		return "", ref.ID, fmt.Errorf("apply output: %w", err)
 	}
 	return headTail(f, st.Size(), capBytes), ref.ID, nil
+}
+
+// firstFailure reads ansible's first "fatal:" line back from the output.
+func (a *Activities) firstFailure(f *os.File) string {
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	b := make([]byte, min(st.Size(), 8<<20))
+	n, _ := f.ReadAt(b, 0)
+	return clean([]byte(FirstFailure(b[:n], 400)))
 }
 
 func headTail(f *os.File, size int64, capBytes int) string {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
@@ -83,4 +85,30 @@ func TestApplyRefusesAPlanThatWasNotApproved(t *testing.T) {
 	require.Equal(t, ErrTypePlanMismatch, appErr.Type())
 	require.True(t, appErr.NonRetryable())
 	require.NoFileExists(t, b.target)
+}
+
+// TestApplyNamesWhyAHostWasUnreachable runs real ansible against a host
+// whose SSH port is closed: the result is not OK and says why.
+func TestApplyNamesWhyAHostWasUnreachable(t *testing.T) {
+	b := setupApply(t)
+	ref, hash := b.storeBundle(t, "hello")
+	inv := filepath.Join(t.TempDir(), "unreachable.ini")
+	require.NoError(t, os.WriteFile(inv, []byte("web-9 ansible_host=127.0.0.1 ansible_port=1 ansible_user=root\n"), 0o644))
+	acts := &Activities{Env: "test", Inventory: inv, Artifacts: b.st, KnownHosts: filepath.Join(t.TempDir(), "known_hosts")}
+
+	res, err := acts.ApplyPlaybook(context.Background(), Input{BundleRef: ref, PlanHash: hash, Check: true})
+	require.NoError(t, err)
+	require.False(t, res.OK)
+	require.Equal(t, 1, res.Unreachable)
+	require.Contains(t, res.Reason, "fatal: [web-9]: UNREACHABLE!")
+	require.Contains(t, res.Reason, "port 1")
+}
+
+func TestFirstFailureCutsLongLines(t *testing.T) {
+	out := []byte("TASK [x]\nok: [a]\nfatal: [b]: FAILED! => {\"msg\": \"" + string(bytes.Repeat([]byte("é"), 300)) + "\"}\nfatal: [c]: UNREACHABLE! => {}\n")
+	got := FirstFailure(out, 100)
+	require.True(t, strings.HasPrefix(got, "fatal: [b]: FAILED!"), got)
+	require.LessOrEqual(t, len(got), 100+len("…"))
+	require.True(t, utf8.ValidString(got))
+	require.Empty(t, FirstFailure([]byte("PLAY RECAP\nok: [a]\n"), 100))
 }

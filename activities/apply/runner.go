@@ -66,6 +66,24 @@ func (r Recap) String() string {
 	return b.String()
 }
 
+// FirstFailure returns ansible's first "fatal:" line (a failed or
+// unreachable host with its message), cut to max bytes, or "".
+func FirstFailure(out []byte, max int) string {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "fatal: [") {
+			continue
+		}
+		if len(line) > max {
+			line = strings.ToValidUTF8(line[:max], "") + "…"
+		}
+		return line
+	}
+	return ""
+}
+
 var recapRe = regexp.MustCompile(`^(\S+)\s+:\s+(.*)$`)
 var fieldRe = regexp.MustCompile(`(\w+)=(\d+)`)
 

@@ -80,6 +80,17 @@ func (d *Driver) EnsureProduction(ctx context.Context, s ProductionSpec) (sandbo
 			return sandbox.Sandbox{}, fmt.Errorf("identity of %s: %w", s.Name, err)
 		}
 	}
+	// The golden image leaves sshd off until a sandbox is activated. A
+	// production host keeps it enabled, so that it answers after a reboot
+	// of the VM or of the hypervisor host, as any server would; for a VM
+	// defined before that rule, this also starts sshd now.
+	res, err := d.guestExec(ctx, dom, "/bin/systemctl", []string{"enable", "--now", "ssh.service"}, nil)
+	if err != nil {
+		return sandbox.Sandbox{}, fmt.Errorf("enable sshd on %s: %w", s.Name, err)
+	}
+	if res.ExitCode != 0 || res.Signal != 0 {
+		return sandbox.Sandbox{}, fmt.Errorf("enable sshd on %s: exit %d signal %d: %s", s.Name, res.ExitCode, res.Signal, strings.TrimSpace(string(res.Stderr)))
+	}
 	if err := d.waitIP(ctx, dom, m.MAC, m.IP); err != nil {
 		return sandbox.Sandbox{}, fmt.Errorf("start %s: %w", s.Name, err)
 	}
