@@ -26,7 +26,7 @@ type Result struct {
 	Unreachable int    `json:"unreachable"`
 	Recap       string `json:"recap"`
 	Reason      string `json:"reason,omitempty"` // the first failed or unreachable host's message
-	Output      string `json:"output"` // head and tail
+	Output      string `json:"output"`           // head and tail
 	OutputRef   string `json:"output_ref,omitempty"`
 	DurationMs  int64  `json:"duration_ms"`
 }
