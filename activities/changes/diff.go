@@ -30,7 +30,7 @@ var DefaultIgnore = []string{
 	"/root/.viminfo", "/root/.lesshst", "/root/.wget-hsts", "/root/.selected_editor",
 	"/home/*/.ansible/**", "/home/*/.cache/**", "/home/*/.bash_history", "/home/*/.viminfo",
 	"/home/*/.lesshst", "/home/*/.sudo_as_admin_successful",
-	"/var/lib/sudo/lectured/**", "/var/backups/**", "/var/lib/logrotate/status",
+	"/var/lib/sudo/lectured/**", "/var/backups/**", "/var/lib/logrotate/status", "/var/lib/logrotate/status.tmp",
 	"/etc/ld.so.cache", "**/__pycache__/**",
 }
 
