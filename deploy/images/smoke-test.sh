@@ -154,16 +154,24 @@ echo "$NAME" >"$K/hostname"
 head -c 64 /dev/urandom >"$K/entropy"
 echo "@cert-authority $IP $(cat "$K/host_ca.pub")" >"$K/known_hosts"
 
+# Identity: records "MODE LEN PATH\n" + content on airlock-activate's stdin,
+# as the driver sends them (written to a file first: guest-exec input-data
+# is not available to gexec).
+record() { printf '%s %d %s\n' "$1" "$(stat -c %s "$3")" "$2"; cat "$3"; }
+{
+	record 0600 /etc/ssh/airlock/host_ed25519_key "$K/host_ed25519_key"
+	record 0644 /etc/ssh/airlock/host_ed25519_key-cert.pub "$K/host_ed25519_key-cert.pub"
+	record 0644 /etc/ssh/airlock/user_ca.pub "$K/user_ca.pub"
+	record 0644 /etc/ssh/airlock/principals/root "$K/principals"
+	record 0644 /etc/hostname "$K/hostname"
+	record 0600 /run/airlock-entropy "$K/entropy"
+} >"$K/records"
 T1=$(now)
-gput /etc/ssh/airlock/host_ed25519_key "$K/host_ed25519_key"
-gput /etc/ssh/airlock/host_ed25519_key-cert.pub "$K/host_ed25519_key-cert.pub"
-gput /etc/ssh/airlock/user_ca.pub "$K/user_ca.pub"
-gput /etc/ssh/airlock/principals/root "$K/principals"
-gput /etc/hostname "$K/hostname"
-gput /run/airlock-entropy "$K/entropy"
+gput /run/airlock-records "$K/records"
 T_WRITE=$(since "$T1")
 T2=$(now)
-out=$(gexec /usr/local/sbin/airlock-activate) || fail "airlock-activate: $out"
+out=$(gexec "/usr/local/sbin/airlock-activate --clock $(date +%s.%N) </run/airlock-records; rc=\$?; rm -f /run/airlock-records; exit \$rc") ||
+	fail "airlock-activate: $out"
 T_ACTIVATE=$(since "$T2")
 log "identity written in $T_WRITE s, airlock-activate took $T_ACTIVATE s"
 

@@ -146,23 +146,8 @@ func (f *FakeGuest) exec(name string, fs map[string]fakeFile, path string, args 
 		if len(args) < 3 || args[0] != "-c" || args[1] != installScript {
 			return fakeExec{code: 2, err: []byte("fake guest: unknown script\n")}
 		}
-		for len(stdin) > 0 {
-			nl := bytes.IndexByte(stdin, '\n')
-			bad := fakeExec{code: 2, err: []byte("airlock-install: bad record\n")}
-			if nl < 0 {
-				return bad
-			}
-			rec := strings.SplitN(string(stdin[:nl]), " ", 3)
-			if len(rec) != 3 {
-				return bad
-			}
-			mode, err1 := strconv.ParseUint(rec[0], 8, 32)
-			n, err2 := strconv.Atoi(rec[1])
-			if err1 != nil || err2 != nil || n < 0 || n > len(stdin)-nl-1 {
-				return bad
-			}
-			fs[rec[2]] = fakeFile{Mode: uint32(mode), Content: append([]byte(nil), stdin[nl+1:nl+1+n]...)}
-			stdin = stdin[nl+1+n:]
+		if bad := fakeInstall(fs, stdin); bad != nil {
+			return *bad
 		}
 		if len(args) > 3 {
 			return f.exec(name, fs, args[3], args[4:], nil)
@@ -170,12 +155,42 @@ func (f *FakeGuest) exec(name string, fs map[string]fakeFile, path string, args 
 		return fakeExec{}
 	case "systemctl":
 		return fakeExec{out: []byte("running\n")}
-	case filepath.Base(ActivatePath):
+	case filepath.Base(ActivatePath): // airlock-activate [--clock T] < records
+		if len(args) != 0 && (len(args) != 2 || args[0] != "--clock") {
+			return fakeExec{code: 2, err: []byte("airlock-activate: usage\n")}
+		}
+		if bad := fakeInstall(fs, stdin); bad != nil {
+			return *bad
+		}
+		delete(fs, EntropyPath) // mixed into the pool, never written
 		f.Activations[name]++
-		delete(fs, "/run/airlock-entropy")
 		return fakeExec{}
 	case "sync", "true", "date":
 		return fakeExec{}
 	}
 	return fakeExec{code: 127, err: []byte(path + ": " + os.ErrNotExist.Error() + "\n")}
+}
+
+// fakeInstall writes the "MODE LEN PATH\n" + content records the install
+// script and the activation helper read; nil means all went in.
+func fakeInstall(fs map[string]fakeFile, stdin []byte) *fakeExec {
+	for len(stdin) > 0 {
+		nl := bytes.IndexByte(stdin, '\n')
+		bad := &fakeExec{code: 2, err: []byte("airlock-install: bad record\n")}
+		if nl < 0 {
+			return bad
+		}
+		rec := strings.SplitN(string(stdin[:nl]), " ", 3)
+		if len(rec) != 3 || !strings.HasPrefix(rec[2], "/") {
+			return bad
+		}
+		mode, err1 := strconv.ParseUint(rec[0], 8, 32)
+		n, err2 := strconv.Atoi(rec[1])
+		if err1 != nil || err2 != nil || n < 0 || n > len(stdin)-nl-1 {
+			return bad
+		}
+		fs[rec[2]] = fakeFile{Mode: uint32(mode), Content: append([]byte(nil), stdin[nl+1:nl+1+n]...)}
+		stdin = stdin[nl+1+n:]
+	}
+	return nil
 }

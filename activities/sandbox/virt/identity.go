@@ -7,15 +7,21 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"time"
 
 	"libvirt.org/go/libvirt"
 
 	"github.com/airlock-dev/airlock/activities/sandbox"
 )
 
-// ActivatePath is run in the guest after the identity files are written
-// (golden image contract, docs/ARCHITECTURE.md).
-const ActivatePath = "/usr/local/sbin/airlock-activate"
+// ActivatePath is the guest's activation helper: it takes the identity
+// files as records on stdin (golden image contract, docs/ARCHITECTURE.md).
+// EntropyPath names the record it mixes into the kernel's pool instead of
+// writing it.
+const (
+	ActivatePath = "/usr/local/sbin/airlock-activate"
+	EntropyPath  = "/run/airlock-entropy"
+)
 
 var (
 	machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -57,9 +63,12 @@ func normalizeIdentity(name string, in *sandbox.Identity) (sandbox.Identity, err
 	return id, nil
 }
 
-// writeIdentity writes machine-id, hostname, the caller's files and the
-// entropy seed over the guest agent, then runs the activation script.
-func (d *Driver) writeIdentity(ctx context.Context, dom *libvirt.Domain, id sandbox.Identity) error {
+// writeIdentity hands machine-id, hostname, the caller's files and the
+// entropy seed to the guest's activation helper in one guest-exec (golden
+// image contract: deploy/images/src/airlock-activate.c). With setClock the
+// helper first sets the guest clock to the host's: after a restore or a
+// revert it is in the past, and certificate checks would fail.
+func (d *Driver) writeIdentity(ctx context.Context, dom *libvirt.Domain, id sandbox.Identity, setClock bool) error {
 	files := []guestFile{
 		{Path: "/etc/machine-id", Mode: 0o444, Content: []byte(id.MachineID + "\n")},
 		{Path: "/etc/hostname", Mode: 0o644, Content: []byte(id.Hostname + "\n")},
@@ -67,13 +76,28 @@ func (d *Driver) writeIdentity(ctx context.Context, dom *libvirt.Domain, id sand
 	for _, f := range id.Files {
 		files = append(files, guestFile{Path: f.Path, Mode: f.Mode, Content: f.Content})
 	}
-	files = append(files, guestFile{Path: "/run/airlock-entropy", Mode: 0o600, Content: id.Entropy})
-	res, err := d.installFiles(ctx, dom, files, ActivatePath)
+	files = append(files, guestFile{Path: EntropyPath, Mode: 0o600, Content: id.Entropy})
+	return d.activate(ctx, dom, files, setClock)
+}
+
+// activate runs the activation helper with files as its records.
+func (d *Driver) activate(ctx context.Context, dom *libvirt.Domain, files []guestFile, setClock bool) error {
+	for _, f := range files {
+		if !strings.HasPrefix(f.Path, "/") || strings.ContainsAny(f.Path, "\n\x00") {
+			return badInput("guest path %q", f.Path)
+		}
+	}
+	var args []string
+	if setClock {
+		now := time.Now()
+		args = []string{"--clock", fmt.Sprintf("%d.%09d", now.Unix(), now.Nanosecond())}
+	}
+	res, err := d.guestExec(ctx, dom, ActivatePath, args, installRecords(files))
 	if err != nil {
-		return fmt.Errorf("write identity: %w", err)
+		return fmt.Errorf("activate identity: %w", err)
 	}
 	if res.ExitCode != 0 || res.Signal != 0 {
-		return fmt.Errorf("write and activate identity (%s): exit %d signal %d: %s", ActivatePath, res.ExitCode, res.Signal,
+		return fmt.Errorf("activate identity (%s): exit %d signal %d: %s", ActivatePath, res.ExitCode, res.Signal,
 			strings.TrimSpace(string(res.Stderr)))
 	}
 	return nil

@@ -387,13 +387,7 @@ func (d *Driver) Start(ctx context.Context, name string, in *sandbox.Identity) (
 		return sandbox.Sandbox{}, fmt.Errorf("start %s: %w", name, err)
 	}
 	d.phase(name, "agent answers", t0)
-	if m.Restored {
-		if err := d.syncClock(ctx, dom); err != nil {
-			return sandbox.Sandbox{}, err
-		}
-		d.phase(name, "clock synced", t0)
-	}
-	if err := d.writeIdentity(ctx, dom, id); err != nil {
+	if err := d.writeIdentity(ctx, dom, id, m.Restored); err != nil {
 		return sandbox.Sandbox{}, fmt.Errorf("start %s: %w", name, err)
 	}
 	d.phase(name, "identity activated", t0)

@@ -2,6 +2,7 @@ package virt_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/airlock-dev/airlock/activities/sandbox"
 	"github.com/airlock-dev/airlock/activities/sandbox/sandboxtest"
@@ -122,6 +124,9 @@ func TestRealRestoreIdentities(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, sb.Name+"\n", string(host))
 		got = append(got, seen{string(mid), string(pub)})
+		// sshd was already running in the template: the key it presents is
+		// this sandbox's, read again for the new connection.
+		require.Equal(t, strings.TrimSpace(string(pub)), presentedHostKey(t, started.IP))
 
 		// The clock was synced: the guest's time is not the template's.
 		res, err := d.GuestExec(ctx, sb.Name, "/bin/date", "+%s")
@@ -135,6 +140,29 @@ func TestRealRestoreIdentities(t *testing.T) {
 	}
 	require.NotEqual(t, got[0].machineID, got[1].machineID)
 	require.NotEqual(t, got[0].hostPub, got[1].hostPub)
+}
+
+// presentedHostKey runs an SSH handshake with ip:22 up to the host key
+// check, and returns the (certified) key the server presented, in
+// authorized_keys form.
+func presentedHostKey(t *testing.T, ip string) string {
+	t.Helper()
+	var got ssh.PublicKey
+	errSeen := errors.New("host key seen")
+	cfg := &ssh.ClientConfig{
+		User: "root",
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			got = key
+			return errSeen
+		},
+		Timeout: 30 * time.Second,
+	}
+	_, err := ssh.Dial("tcp", net.JoinHostPort(ip, "22"), cfg)
+	require.ErrorIs(t, err, errSeen)
+	if cert, ok := got.(*ssh.Certificate); ok {
+		got = cert.Key
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(got)))
 }
 
 // hostIPv4s lists this host's IPv4 addresses outside loopback.

@@ -2,7 +2,10 @@ package virt
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 )
@@ -214,6 +218,17 @@ func (d *Driver) buildTemplate(ctx context.Context, conn *libvirt.Connect, img i
 	if say != "running" && say != "degraded" {
 		return Template{}, fmt.Errorf("systemd is %q: %s", say, strings.TrimSpace(string(res.Stderr)))
 	}
+	// sshd runs in the template, with a throw-away host key that no CA
+	// certified. A restored sandbox then needs no sshd (re)start: OpenSSH
+	// 9.2 re-executes itself for each connection and reads the host key and
+	// certificate anew, and activation overwrites both before the first.
+	hostKey, err := throwAwayHostKey()
+	if err != nil {
+		return Template{}, err
+	}
+	if err := d.activate(ctx, dom, []guestFile{{Path: templateHostKeyPath, Mode: 0o600, Content: hostKey}}, false); err != nil {
+		return Template{}, fmt.Errorf("start sshd: %w", err)
+	}
 	// Flush the guest's dirty pages so the disk and memory image agree on as
 	// much as possible (the overlay is only ever read from now on).
 	d.guestExec(ctx, dom, "/bin/sync", nil, nil)
@@ -241,6 +256,22 @@ func (d *Driver) buildTemplate(ctx context.Context, conn *libvirt.Connect, img i
 	}
 	ok = true
 	return t, nil
+}
+
+// templateHostKeyPath is where the golden image's sshd looks for its key.
+const templateHostKeyPath = "/etc/ssh/airlock/host_ed25519_key"
+
+// throwAwayHostKey makes an OpenSSH ed25519 private key for the template.
+func throwAwayHostKey() ([]byte, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("template host key: %w", err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "airlock-template")
+	if err != nil {
+		return nil, fmt.Errorf("template host key: %w", err)
+	}
+	return pem.EncodeToMemory(block), nil
 }
 
 // restoreXML turns the template's saved definition into the sandbox's:
