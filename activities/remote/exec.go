@@ -143,7 +143,15 @@ func (c *Client) session(ctx context.Context, spec sessionSpec) (sessionResult, 
 	}
 	sess.Stdout, sess.Stderr = spec.stdout, spec.stderr
 	start := time.Now()
-	if err := sess.Start(fmt.Sprintf("exec env %s=%s %s", markerVar, id, spec.command)); err != nil {
+	// The marker goes in as an SSH environment request where sshd accepts
+	// it (the golden image: `AcceptEnv AIRLOCK_EXEC_ID`), which spares the
+	// guest an `env` exec per command (45 ms under TCG, more right after a
+	// restore); elsewhere through `env`.
+	command := fmt.Sprintf("exec env %s=%s %s", markerVar, id, spec.command)
+	if sess.Setenv(markerVar, id) == nil {
+		command = "exec " + spec.command
+	}
+	if err := sess.Start(command); err != nil {
 		return res, fmt.Errorf("start: %w", err)
 	}
 	go func() {

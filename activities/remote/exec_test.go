@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/airlock-dev/airlock/activities/remote"
+	"github.com/airlock-dev/airlock/activities/remote/remotetest"
 )
 
 func TestExec(t *testing.T) {
@@ -185,6 +186,29 @@ func TestExecTimeout(t *testing.T) {
 		check := run(t, client, "pgrep -f 'sleep 30[.]0418' || echo none")
 		require.Equal(t, "none\n", check.Stdout.String())
 	})
+}
+
+// TestExecMarkerWithoutAcceptEnv: a host whose sshd does not accept the
+// marker as an environment request still gets it (through env), so a
+// timed-out command is still found and killed.
+func TestExecMarkerWithoutAcceptEnv(t *testing.T) {
+	for _, noAcceptEnv := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoAcceptEnv=%v", noAcceptEnv), func(t *testing.T) {
+			cas := newCAs(t)
+			srv := remotetest.Start(t, remotetest.Config{CAs: cas, Principal: "sbx-test", NoAcceptEnv: noAcceptEnv})
+			client, err := (&remote.Dialer{CAs: cas}).Dial(context.Background(), remote.Target{Name: srv.Principal, Addr: srv.Addr})
+			require.NoError(t, err, "sshd log:\n%s", srv.Log())
+			t.Cleanup(func() { client.Close() })
+
+			res := run(t, client, `printf '%s' "${AIRLOCK_EXEC_ID:-unset}"`)
+			require.Regexp(t, `^[0-9a-f]{8,}$`, res.Stdout.String())
+
+			_, err = client.Exec(context.Background(), "sleep 30.0419 & sleep 30.0419", remote.ExecOptions{Timeout: time.Second})
+			require.ErrorIs(t, err, remote.ErrTimeout)
+			check := run(t, client, "pgrep -f 'sleep 30[.]0419' || echo none")
+			require.Equal(t, "none\n", check.Stdout.String())
+		})
+	}
 }
 
 type writerFunc func(p []byte)

@@ -35,6 +35,9 @@ type Config struct {
 	HostCAs *remote.CAs
 	// HostPrincipals, if set, replace Principal in the host certificate.
 	HostPrincipals []string
+	// NoAcceptEnv leaves out the golden image's `AcceptEnv
+	// AIRLOCK_EXEC_ID` (a host where Exec must fall back to `env`).
+	NoAcceptEnv bool
 }
 
 // Server is a running sshd.
@@ -44,7 +47,8 @@ type Server struct {
 	Dir       string // config, keys and log
 	HostKey   []byte // host public key, authorized_keys line
 
-	logPath string
+	logPath     string
+	noAcceptEnv bool
 }
 
 // Log returns what sshd wrote so far (it runs with -e).
@@ -117,7 +121,7 @@ func Start(tb testing.TB, cfg Config) *Server {
 	}
 	in := func(p string) string { return filepath.Join(dir, p) }
 
-	s := &Server{Principal: cfg.Principal, Dir: dir, HostKey: id.PublicKey, logPath: in("sshd.log")}
+	s := &Server{Principal: cfg.Principal, Dir: dir, HostKey: id.PublicKey, logPath: in("sshd.log"), noAcceptEnv: cfg.NoAcceptEnv}
 	// The free port can be taken between probing and sshd binding it; try
 	// a few ports before giving up.
 	var lastErr error
@@ -133,7 +137,12 @@ func Start(tb testing.TB, cfg Config) *Server {
 
 func (s *Server) run(tb testing.TB, port string, in func(string) string) error {
 	s.Addr = net.JoinHostPort("127.0.0.1", port)
+	acceptEnv := "AcceptEnv AIRLOCK_EXEC_ID"
+	if s.noAcceptEnv {
+		acceptEnv = "# no AcceptEnv"
+	}
 	conf := strings.Join([]string{
+		acceptEnv,
 		"Port " + port,
 		"ListenAddress 127.0.0.1",
 		"HostKey " + in(remote.GuestHostKey),

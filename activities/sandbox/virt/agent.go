@@ -53,16 +53,21 @@ func (d *Driver) agentCall(dom *libvirt.Domain, execute string, args any, timeou
 	return nil
 }
 
-// backoff waits 20ms, 40ms, ... up to 200ms between tries: a guest-exec
-// right after a restore takes 0.1-1 s, and each poll is one cheap agent
-// call, so a finer step costs little and saves up to half a second.
-type backoff struct{ d time.Duration }
+// backoff waits 20ms, 40ms, ... up to max (default 200ms) between tries:
+// a guest-exec right after a restore takes 0.1-1 s, and each poll is one
+// cheap agent call, so a finer step costs little and saves up to half a
+// second.
+type backoff struct{ d, max time.Duration }
 
 func (b *backoff) wait(ctx context.Context) error {
+	limit := b.max
+	if limit == 0 {
+		limit = 200 * time.Millisecond
+	}
 	if b.d == 0 {
 		b.d = 20 * time.Millisecond
-	} else if b.d *= 2; b.d > 200*time.Millisecond {
-		b.d = 200 * time.Millisecond
+	} else if b.d *= 2; b.d > limit {
+		b.d = limit
 	}
 	t := time.NewTimer(b.d)
 	defer t.Stop()
@@ -128,7 +133,7 @@ func (d *Driver) guestExec(ctx context.Context, dom *libvirt.Domain, path string
 	if err := d.agentCall(dom, "guest-exec", req, 10, &started); err != nil {
 		return ExecResult{}, err
 	}
-	var b backoff
+	b := backoff{max: 100 * time.Millisecond}
 	for {
 		var st struct {
 			Exited   bool   `json:"exited"`

@@ -91,7 +91,8 @@ type domainSpec struct {
 	MemoryMiB, VCPUs int
 	Disk             string // overlay path
 	Kernel, Initrd   string
-	MAC, Network     string // empty MAC: no NIC (templates)
+	MAC, Network     string // empty MAC: no NIC
+	LinkDown         bool   // the NIC's link starts down (templates)
 	ConsoleLog       string
 	Meta             meta
 }
@@ -150,6 +151,9 @@ func (d *Driver) domainXML(s domainSpec) (string, error) {
 	}
 	if s.MAC != "" {
 		iface := nicXML(s.MAC, s.Network)
+		if s.LinkDown {
+			iface.Link = &libvirtxml.DomainInterfaceLink{State: "down"}
+		}
 		dom.Devices.Interfaces = []libvirtxml.DomainInterface{iface}
 	}
 	out, err := dom.Marshal()
@@ -194,17 +198,17 @@ func diskPaths(def *libvirtxml.Domain) []string {
 	return out
 }
 
-// hasNIC reports whether the definition has an interface with mac.
-func hasNIC(def *libvirtxml.Domain, mac string) bool {
+// findNIC returns the definition's interface with mac, or nil.
+func findNIC(def *libvirtxml.Domain, mac string) *libvirtxml.DomainInterface {
 	if def.Devices == nil {
-		return false
+		return nil
 	}
-	for _, i := range def.Devices.Interfaces {
-		if i.MAC != nil && strings.EqualFold(i.MAC.Address, mac) {
-			return true
+	for i := range def.Devices.Interfaces {
+		if n := &def.Devices.Interfaces[i]; n.MAC != nil && strings.EqualFold(n.MAC.Address, mac) {
+			return n
 		}
 	}
-	return false
+	return nil
 }
 
 // toSandbox fills the public view of a domain.

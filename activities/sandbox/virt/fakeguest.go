@@ -155,9 +155,11 @@ func (f *FakeGuest) exec(name string, fs map[string]fakeFile, path string, args 
 		return fakeExec{}
 	case "systemctl":
 		return fakeExec{out: []byte("running\n")}
-	case filepath.Base(ActivatePath): // airlock-activate [--clock T] < records
-		if len(args) != 0 && (len(args) != 2 || args[0] != "--clock") {
-			return fakeExec{code: 2, err: []byte("airlock-activate: usage\n")}
+	case filepath.Base(ActivatePath): // airlock-activate [--clock T] [--mac M] < records
+		for i := 0; i < len(args); i += 2 {
+			if i+1 >= len(args) || (args[i] != "--clock" && args[i] != "--mac") {
+				return fakeExec{code: 2, err: []byte("airlock-activate: usage\n")}
+			}
 		}
 		if bad := fakeInstall(fs, stdin); bad != nil {
 			return *bad

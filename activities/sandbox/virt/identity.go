@@ -63,12 +63,20 @@ func normalizeIdentity(name string, in *sandbox.Identity) (sandbox.Identity, err
 	return id, nil
 }
 
+// activation is what the helper does besides writing files.
+type activation struct {
+	// SetClock sets the guest clock to the host's first: after a restore
+	// it is in the past, and certificate checks would fail.
+	SetClock bool
+	// MAC, if set, becomes the guest NIC's address (a restored template's
+	// NIC, whose link is still down).
+	MAC string
+}
+
 // writeIdentity hands machine-id, hostname, the caller's files and the
 // entropy seed to the guest's activation helper in one guest-exec (golden
-// image contract: deploy/images/src/airlock-activate.c). With setClock the
-// helper first sets the guest clock to the host's: after a restore or a
-// revert it is in the past, and certificate checks would fail.
-func (d *Driver) writeIdentity(ctx context.Context, dom *libvirt.Domain, id sandbox.Identity, setClock bool) error {
+// image contract: deploy/images/src/airlock-activate.c).
+func (d *Driver) writeIdentity(ctx context.Context, dom *libvirt.Domain, id sandbox.Identity, act activation) error {
 	files := []guestFile{
 		{Path: "/etc/machine-id", Mode: 0o444, Content: []byte(id.MachineID + "\n")},
 		{Path: "/etc/hostname", Mode: 0o644, Content: []byte(id.Hostname + "\n")},
@@ -77,20 +85,23 @@ func (d *Driver) writeIdentity(ctx context.Context, dom *libvirt.Domain, id sand
 		files = append(files, guestFile{Path: f.Path, Mode: f.Mode, Content: f.Content})
 	}
 	files = append(files, guestFile{Path: EntropyPath, Mode: 0o600, Content: id.Entropy})
-	return d.activate(ctx, dom, files, setClock)
+	return d.activate(ctx, dom, files, act)
 }
 
 // activate runs the activation helper with files as its records.
-func (d *Driver) activate(ctx context.Context, dom *libvirt.Domain, files []guestFile, setClock bool) error {
+func (d *Driver) activate(ctx context.Context, dom *libvirt.Domain, files []guestFile, act activation) error {
 	for _, f := range files {
 		if !strings.HasPrefix(f.Path, "/") || strings.ContainsAny(f.Path, "\n\x00") {
 			return badInput("guest path %q", f.Path)
 		}
 	}
 	var args []string
-	if setClock {
+	if act.MAC != "" {
+		args = append(args, "--mac", act.MAC)
+	}
+	if act.SetClock {
 		now := time.Now()
-		args = []string{"--clock", fmt.Sprintf("%d.%09d", now.Unix(), now.Nanosecond())}
+		args = append(args, "--clock", fmt.Sprintf("%d.%09d", now.Unix(), now.Nanosecond()))
 	}
 	res, err := d.guestExec(ctx, dom, ActivatePath, args, installRecords(files))
 	if err != nil {

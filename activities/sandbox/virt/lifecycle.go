@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
 
 	"github.com/airlock-dev/airlock/activities/sandbox"
 )
@@ -252,7 +253,7 @@ func (d *Driver) Create(ctx context.Context, spec sandbox.Spec) (sandbox.Sandbox
 	}
 
 	backing, tmplKey := img.Disk, ""
-	t, haveT := d.loadTemplate(img.Name + "-" + img.Hash)
+	t, haveT := d.loadTemplate(templateKey(img))
 	fits := haveT && t.MemoryMiB == mem && t.VCPUs == vcpus
 	switch spec.Boot {
 	case sandbox.BootCold:
@@ -367,28 +368,51 @@ func (d *Driver) Start(ctx context.Context, name string, in *sandbox.Identity) (
 			d.phase(name, "booting", t0)
 		}
 	}
+	// A restored sandbox has the template's NIC, rewritten to its own MAC,
+	// with the link down: activation sets the guest's MAC, then the link
+	// comes up and DHCP sees this sandbox only. Templates from before that
+	// layout have no NIC, and one is hot-plugged (slower: PCI probe, udev).
+	var linkUp *libvirtxml.DomainInterface
 	if m.Restored {
 		def, err := domainDef(dom, 0)
 		if err != nil {
 			return sandbox.Sandbox{}, err
 		}
-		if !hasNIC(def, m.MAC) {
+		switch nic := findNIC(def, m.MAC); {
+		case nic == nil:
 			nic := nicXML(m.MAC, m.Network)
-			s, err := nic.Marshal()
+			x, err := nic.Marshal()
 			if err != nil {
 				return sandbox.Sandbox{}, fmt.Errorf("nic xml: %w", err)
 			}
-			if err := dom.AttachDeviceFlags(s, libvirt.DOMAIN_DEVICE_MODIFY_LIVE); err != nil {
+			if err := dom.AttachDeviceFlags(x, libvirt.DOMAIN_DEVICE_MODIFY_LIVE); err != nil {
 				return sandbox.Sandbox{}, fmt.Errorf("hot-plug nic: %w", err)
 			}
+		case nic.Link != nil && nic.Link.State == "down":
+			up := *nic
+			up.Link = &libvirtxml.DomainInterfaceLink{State: "up"}
+			linkUp = &up
 		}
 	}
 	if err := d.waitAgent(ctx, dom); err != nil {
 		return sandbox.Sandbox{}, fmt.Errorf("start %s: %w", name, err)
 	}
 	d.phase(name, "agent answers", t0)
-	if err := d.writeIdentity(ctx, dom, id, m.Restored); err != nil {
+	act := activation{SetClock: m.Restored}
+	if linkUp != nil {
+		act.MAC = m.MAC
+	}
+	if err := d.writeIdentity(ctx, dom, id, act); err != nil {
 		return sandbox.Sandbox{}, fmt.Errorf("start %s: %w", name, err)
+	}
+	if linkUp != nil {
+		x, err := linkUp.Marshal()
+		if err != nil {
+			return sandbox.Sandbox{}, fmt.Errorf("nic xml: %w", err)
+		}
+		if err := dom.UpdateDeviceFlags(x, libvirt.DOMAIN_DEVICE_MODIFY_LIVE); err != nil {
+			return sandbox.Sandbox{}, fmt.Errorf("link up: %w", err)
+		}
 	}
 	d.phase(name, "identity activated", t0)
 	if err := d.waitIP(ctx, dom, m.MAC, m.IP); err != nil {

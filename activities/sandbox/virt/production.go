@@ -76,7 +76,7 @@ func (d *Driver) EnsureProduction(ctx context.Context, s ProductionSpec) (sandbo
 		if err != nil {
 			return sandbox.Sandbox{}, err
 		}
-		if err := d.writeIdentity(ctx, dom, id, false); err != nil {
+		if err := d.writeIdentity(ctx, dom, id, activation{}); err != nil {
 			return sandbox.Sandbox{}, fmt.Errorf("identity of %s: %w", s.Name, err)
 		}
 	}

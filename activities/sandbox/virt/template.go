@@ -71,7 +71,7 @@ func (d *Driver) TemplateFor(image string) (Template, bool) {
 	if err != nil {
 		return Template{}, false
 	}
-	return d.loadTemplate(img.Name + "-" + img.Hash)
+	return d.loadTemplate(templateKey(img))
 }
 
 // EnsureTemplate makes sure the host has a template for image: it boots
@@ -83,7 +83,7 @@ func (d *Driver) EnsureTemplate(ctx context.Context, image string) (Template, er
 	if err != nil {
 		return Template{}, err
 	}
-	key := img.Name + "-" + img.Hash
+	key := templateKey(img)
 	d.tmpl.Lock()
 	defer d.tmpl.Unlock()
 	unlock, err := lockFile(d.templatePath(key, ".lock"))
@@ -195,6 +195,7 @@ func (d *Driver) buildTemplate(ctx context.Context, conn *libvirt.Connect, img i
 	xml, err := d.domainXML(domainSpec{
 		Name: domName, UUID: newUUID(), MemoryMiB: d.cfg.MemoryMiB, VCPUs: d.cfg.VCPUs,
 		Disk: disk, Kernel: img.Kernel, Initrd: img.Initrd,
+		MAC: templateMAC, Network: d.cfg.Network, LinkDown: true,
 		ConsoleLog: d.consoleLog(domName),
 		Meta:       meta{Role: "template", Image: img.Name, ImageHash: img.Hash},
 	})
@@ -226,7 +227,7 @@ func (d *Driver) buildTemplate(ctx context.Context, conn *libvirt.Connect, img i
 	if err != nil {
 		return Template{}, err
 	}
-	if err := d.activate(ctx, dom, []guestFile{{Path: templateHostKeyPath, Mode: 0o600, Content: hostKey}}, false); err != nil {
+	if err := d.activate(ctx, dom, []guestFile{{Path: templateHostKeyPath, Mode: 0o600, Content: hostKey}}, activation{}); err != nil {
 		return Template{}, fmt.Errorf("start sshd: %w", err)
 	}
 	// Flush the guest's dirty pages so the disk and memory image agree on as
@@ -257,6 +258,18 @@ func (d *Driver) buildTemplate(ctx context.Context, conn *libvirt.Connect, img i
 	ok = true
 	return t, nil
 }
+
+// Templates boot with a NIC whose link stays down (restores rewrite its
+// MAC and bring it up after the guest has taken the new one; no PCI
+// hot-plug). templateLayout marks such templates in their key; one
+// without it is from before, and its restores hot-plug a NIC.
+const (
+	templateLayout = "-nic"
+	templateMAC    = "02:00:00:a1:70:01" // locally administered; never carries a frame
+)
+
+// templateKey names the template of an image (its hash and layout).
+func templateKey(img image) string { return img.Name + "-" + img.Hash + templateLayout }
 
 // templateHostKeyPath is where the golden image's sshd looks for its key.
 const templateHostKeyPath = "/etc/ssh/airlock/host_ed25519_key"
@@ -303,6 +316,14 @@ func (d *Driver) restoreXML(saved, name, uuid, disk string, m meta) (string, err
 		if s := def.Devices.Channels[i].Source; s != nil && s.UNIX != nil {
 			s.UNIX.Path = "" // libvirt picks a path under the new domain's dir
 		}
+	}
+	// The template's NIC becomes this sandbox's: its MAC and network, a
+	// new tap and network port; the link stays down until activation.
+	for i := range def.Devices.Interfaces {
+		n := &def.Devices.Interfaces[i]
+		n.MAC = &libvirtxml.DomainInterfaceMAC{Address: m.MAC}
+		n.Source = &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: m.Network}}
+		n.Target = nil
 	}
 	return def.Marshal()
 }

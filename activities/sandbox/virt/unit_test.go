@@ -109,6 +109,25 @@ func TestRestoreXML(t *testing.T) {
 	assert.Contains(t, x, "<owner>task-9</owner>")
 	assert.NotContains(t, x, "tmpl-", "nothing of the template's identity is left")
 	assert.Contains(t, x, `slot="0x03"`, "device addresses stay as saved")
+	assert.NotContains(t, x, "<interface", "a template without a NIC gives none (Start hot-plugs one)")
+
+	// A template with the NIC (link down): it becomes the sandbox's, with a
+	// new tap and network port, and stays down until activation.
+	nic := `<interface type='network'><mac address='` + templateMAC + `'/>` +
+		`<source network='airlock-sbx' portid='0b0f5a4e-1f5e-4a54-9a55-3c7c5c0b1e01' bridge='airlock-sbx0'/>` +
+		`<target dev='vnet7'/><model type='virtio'/><link state='down'/><alias name='net0'/>` +
+		`<address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'/></interface>`
+	withNIC := strings.Replace(string(saved), "</devices>", nic+"</devices>", 1)
+	m.Network = "airlock-sbx"
+	x, err = d.restoreXML(withNIC, "sbx-task-9", "11111111-2222-4333-8444-555555555555", "/state/disks/sbx-task-9.qcow2", m)
+	require.NoError(t, err)
+	require.Contains(t, x, `<mac address="52:54:00:aa:bb:cc">`)
+	require.NotContains(t, x, templateMAC)
+	require.Contains(t, x, `<source network="airlock-sbx">`)
+	require.NotContains(t, x, "portid")
+	require.NotContains(t, x, "vnet7")
+	require.Contains(t, x, `<link state="down">`)
+	require.Contains(t, x, `slot="0x05"`, "the NIC keeps its PCI address")
 }
 
 func TestNormalizeIdentity(t *testing.T) {

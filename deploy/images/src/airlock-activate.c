@@ -1,5 +1,5 @@
 /*
- * airlock-activate [--clock SECONDS.NANOSECONDS] < RECORDS
+ * airlock-activate [--clock SECONDS.NANOSECONDS] [--mac MAC] < RECORDS
  *
  * Gives a sandbox (or a production VM on its first boot) its identity, in
  * one exec. The hypervisor runs it over guest-exec with the identity files
@@ -10,7 +10,10 @@
  *
  *  1. sets the clock (--clock: the host's time; after a restore from a
  *     template's memory image the guest clock is minutes behind, and
- *     certificate checks fail on a skewed clock);
+ *     certificate checks fail on a skewed clock), and the Ethernet NIC's
+ *     address (--mac: a restored sandbox has the template's NIC, whose
+ *     link the host keeps down until this sandbox's own MAC is set, so
+ *     DHCP only ever sees that one);
  *  2. writes each file as root with its final mode before any content goes
  *     in (a private key is never readable by others, not even for a
  *     moment); new directories are 0700;
@@ -38,11 +41,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/random.h>
+#include <net/if.h>
+#include <net/if_arp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -136,6 +142,50 @@ static int set_clock(const char *arg)
 	if (clock_settime(CLOCK_REALTIME, &ts) != 0)
 		return fail("clock_settime");
 	return 0;
+}
+
+/* Sets the MAC of the one Ethernet link (en*) unless it has it already. */
+static int set_mac(const char *arg)
+{
+	unsigned char mac[6];
+	char tail;
+	if (sscanf(arg, "%2hhx:%2hhx:%2hhx:%2hhx:%2hhx:%2hhx%c", &mac[0], &mac[1], &mac[2], &mac[3], &mac[4], &mac[5], &tail) != 6 ||
+	    strlen(arg) != 17)
+		return bad("--mac wants xx:xx:xx:xx:xx:xx");
+	DIR *d = opendir("/sys/class/net");
+	if (!d)
+		return fail("/sys/class/net");
+	char name[IFNAMSIZ] = "";
+	int links = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "en", 2) != 0 || strlen(e->d_name) >= IFNAMSIZ)
+			continue;
+		if (links++ == 0)
+			memcpy(name, e->d_name, strlen(e->d_name) + 1);
+	}
+	closedir(d);
+	if (links != 1) {
+		fprintf(stderr, "airlock-activate: --mac: want one Ethernet link, found %d\n", links);
+		return 1;
+	}
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fail("socket");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	memcpy(ifr.ifr_name, name, sizeof ifr.ifr_name);
+	int rc = 0;
+	if (ioctl(fd, SIOCGIFHWADDR, &ifr) != 0) {
+		rc = fail(name);
+	} else if (memcmp(ifr.ifr_hwaddr.sa_data, mac, 6) != 0) {
+		ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+		memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+		if (ioctl(fd, SIOCSIFHWADDR, &ifr) != 0)
+			rc = fail("set MAC");
+	}
+	close(fd);
+	return rc;
 }
 
 /* mkdir -p of path's parent directories (mode 0700 under umask 077). */
@@ -363,11 +413,17 @@ int main(int argc, char **argv)
 {
 	int rc;
 	umask(077);
-	if (argc == 3 && strcmp(argv[1], "--clock") == 0) {
-		if ((rc = set_clock(argv[2])))
+	for (int i = 1; i < argc; i += 2) {
+		if (i + 1 >= argc)
+			return bad("usage: airlock-activate [--clock SECONDS.NANOSECONDS] [--mac MAC] < records");
+		if (strcmp(argv[i], "--clock") == 0)
+			rc = set_clock(argv[i + 1]);
+		else if (strcmp(argv[i], "--mac") == 0)
+			rc = set_mac(argv[i + 1]);
+		else
+			return bad("usage: airlock-activate [--clock SECONDS.NANOSECONDS] [--mac MAC] < records");
+		if (rc)
 			return rc;
-	} else if (argc != 1) {
-		return bad("usage: airlock-activate [--clock SECONDS.NANOSECONDS] < records");
 	}
 	size_t len = 0;
 	char *buf = read_stdin(&len);
