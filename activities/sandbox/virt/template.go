@@ -75,8 +75,9 @@ func (d *Driver) TemplateFor(image string) (Template, bool) {
 }
 
 // EnsureTemplate makes sure the host has a template for image: it boots
-// the golden image without a NIC, waits until systemd has settled (asked
-// through the guest agent), and saves the memory state. Once per image
+// the golden image with a NIC whose link is down, waits until systemd has
+// settled (asked through the guest agent), starts sshd on a throw-away key
+// and saves the memory state. Once per image
 // hash per host; later calls return the existing one.
 func (d *Driver) EnsureTemplate(ctx context.Context, image string) (Template, error) {
 	img, err := d.resolveImage(image)
