@@ -104,8 +104,9 @@ func (a *Activities) CreateSandbox(ctx context.Context, in sandbox.CreateInput) 
 	return sandbox.Info{Name: name, IP: sb.IP, Image: sb.Image, Restored: sb.Restored, ReadyMs: time.Since(start).Milliseconds(), Principal: name}, nil
 }
 
-// waitSSH dials until sshd answers or the ready timeout passes: sshd is
-// restarted by identity activation, so the first dial may race it.
+// waitSSH dials until a command runs or the ready timeout passes (a
+// cold-booted guest's sshd is started by identity activation, so the first
+// dial may race it).
 func (a *Activities) waitSSH(ctx context.Context, name, ip string) error {
 	timeout := a.ReadyTimeout
 	if timeout == 0 {
@@ -117,9 +118,7 @@ func (a *Activities) waitSSH(ctx context.Context, name, ip string) error {
 	for {
 		c, err := a.Pool.Get(ctx, remote.Target{Name: name, Addr: ip})
 		if err == nil {
-			var res remote.ExecResult
-			res, err = c.Exec(ctx, "true", remote.ExecOptions{Timeout: 30 * time.Second})
-			if err == nil && res.ExitCode == 0 {
+			if err = c.Probe(ctx, 30*time.Second); err == nil {
 				return nil
 			}
 		}

@@ -101,12 +101,28 @@ func (c *Client) Exec(ctx context.Context, script string, opts ExecOptions) (Exe
 	return result, nil
 }
 
+// Probe runs the shell builtin `true` through the login shell, without
+// Exec's wrapper: the cheapest proof that a command runs (one exec in the
+// guest instead of two), for readiness checks.
+func (c *Client) Probe(ctx context.Context, timeout time.Duration) error {
+	res, err := c.run(ctx, sessionSpec{command: "true", bare: true, stdin: strings.NewReader(""),
+		stdout: io.Discard, stderr: io.Discard, timeout: timeout})
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", c.name, err)
+	}
+	if res.exitCode != 0 {
+		return fmt.Errorf("probe %s: `true` exited %d", c.name, res.exitCode)
+	}
+	return nil
+}
+
 type sessionSpec struct {
 	command        string // run by the login shell, prefixed with the marker
 	stdin          io.Reader
 	stdout, stderr io.Writer // must never return errors
 	timeout        time.Duration
 	noKill         bool // the kill session itself: don't recurse
+	bare           bool // no marker: the login shell runs command as it is (implies noKill)
 }
 
 type sessionResult struct {
@@ -147,9 +163,14 @@ func (c *Client) session(ctx context.Context, spec sessionSpec) (sessionResult, 
 	// it (the golden image: `AcceptEnv AIRLOCK_EXEC_ID`), which spares the
 	// guest an `env` exec per command (45 ms under TCG, more right after a
 	// restore); elsewhere through `env`.
-	command := fmt.Sprintf("exec env %s=%s %s", markerVar, id, spec.command)
-	if sess.Setenv(markerVar, id) == nil {
+	var command string
+	switch {
+	case spec.bare:
+		command = spec.command
+	case sess.Setenv(markerVar, id) == nil:
 		command = "exec " + spec.command
+	default:
+		command = fmt.Sprintf("exec env %s=%s %s", markerVar, id, spec.command)
 	}
 	if err := sess.Start(command); err != nil {
 		return res, fmt.Errorf("start: %w", err)
@@ -172,7 +193,7 @@ func (c *Client) session(ctx context.Context, spec sessionSpec) (sessionResult, 
 		stopErr = ctx.Err()
 	}
 	if stopErr != nil {
-		if !spec.noKill {
+		if !spec.noKill && !spec.bare {
 			c.killMarked(id)
 		}
 		_ = sess.Signal(ssh.SIGKILL)

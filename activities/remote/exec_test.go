@@ -211,6 +211,13 @@ func TestExecMarkerWithoutAcceptEnv(t *testing.T) {
 	}
 }
 
+func TestProbe(t *testing.T) {
+	client, _ := setup(t)
+	require.NoError(t, client.Probe(context.Background(), 10*time.Second))
+	require.NoError(t, client.Close())
+	require.Error(t, client.Probe(context.Background(), 2*time.Second), "closed connection")
+}
+
 type writerFunc func(p []byte)
 
 func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }

@@ -126,6 +126,8 @@ type Driver struct {
 	// tmpl serialises template builds inside this process; a file lock
 	// covers other processes.
 	tmpl sync.Mutex
+	// spare holds ready copies of template memory images (spare.go).
+	spare spares
 }
 
 var (
@@ -158,6 +160,7 @@ func (d *Driver) Config() Config { return d.cfg }
 
 // Close drops the libvirt connection.
 func (d *Driver) Close() error {
+	d.spare.wg.Wait()
 	d.connMu.Lock()
 	defer d.connMu.Unlock()
 	if d.conn == nil {

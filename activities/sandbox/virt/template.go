@@ -93,6 +93,7 @@ func (d *Driver) EnsureTemplate(ctx context.Context, image string) (Template, er
 	}
 	defer unlock()
 	if t, ok := d.loadTemplate(key); ok {
+		d.refillSpare(t)
 		return t, nil
 	}
 	conn, err := d.connect()
@@ -136,7 +137,7 @@ func (d *Driver) pruneTemplates(conn *libvirt.Connect, image, keep string) error
 			continue
 		}
 		// Sidecar first: without it nobody picks the template up.
-		for _, f := range []string{side, t.SaveFile} {
+		for _, f := range []string{side, t.SaveFile, d.sparePath(t)} {
 			if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
 				errs = append(errs, err)
 			}
@@ -356,9 +357,12 @@ func (d *Driver) restoreTemplate(ctx context.Context, conn *libvirt.Connect, dom
 	}
 	img := filepath.Join(d.cfg.StateDir, "run", name+".save")
 	defer os.Remove(img)
-	if err := copySaveImage(t.SaveFile, img, x); err != nil {
-		return fmt.Errorf("restore %s: %w", name, err)
+	if !d.claimSpare(t, img, x) {
+		if err := copySaveImage(t.SaveFile, img, x); err != nil {
+			return fmt.Errorf("restore %s: %w", name, err)
+		}
 	}
+	d.refillSpare(t)
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -194,3 +194,39 @@ func TestNFTMissingBinaryIsClosed(t *testing.T) {
 	assert.Empty(t, ips)
 	assert.Error(t, n.Open(ctx, "10.77.0.9"), "opening needs nft")
 }
+
+// TestSpareSaveImage: a restore claims the ready copy (its header gets the
+// sandbox's XML, the stream is the template's), a second claim finds none
+// until the background refill has made another, and the template itself
+// is never touched.
+func TestSpareSaveImage(t *testing.T) {
+	d := &Driver{cfg: Config{StateDir: t.TempDir()}}
+	require.NoError(t, os.MkdirAll(filepath.Join(d.cfg.StateDir, "templates"), 0o755))
+	tm := Template{Key: "bookworm-abc-nic", SaveFile: d.templatePath("bookworm-abc-nic", ".save")}
+	stream := bytes.Repeat([]byte("QEVM-stream-"), 1000)
+	writeSaveImage(t, tm.SaveFile, "<domain><name>tmpl</name></domain>", "", stream)
+	orig, err := os.ReadFile(tm.SaveFile)
+	require.NoError(t, err)
+
+	dst := filepath.Join(t.TempDir(), "sbx-a.save")
+	require.False(t, d.claimSpare(tm, dst, "<domain><name>sbx-a</name></domain>"), "no spare yet")
+	require.NoFileExists(t, dst)
+
+	d.refillSpare(tm)
+	d.spare.wg.Wait()
+	require.True(t, d.claimSpare(tm, dst, "<domain><name>sbx-a</name></domain>"))
+	got, err := ReadSaveImageXML(dst)
+	require.NoError(t, err)
+	require.Equal(t, "<domain><name>sbx-a</name></domain>", got)
+	b, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	require.True(t, bytes.HasSuffix(b, stream), "the template's stream")
+	require.False(t, d.claimSpare(tm, filepath.Join(t.TempDir(), "sbx-b.save"), "<domain/>"), "claimed once only")
+
+	after, err := os.ReadFile(tm.SaveFile)
+	require.NoError(t, err)
+	require.Equal(t, orig, after, "the template's image is never written")
+	left, err := filepath.Glob(d.sparePath(tm) + ".part-*")
+	require.NoError(t, err)
+	require.Empty(t, left)
+}
