@@ -67,8 +67,13 @@ func policyFor(st *workflows.Status, evs []Event) questionPolicy {
 	return p
 }
 
-// questionRight says whether who may answer q, and why not.
+// questionRight says whether who may answer q, and why not. The
+// question's own policy (from the status query) wins over p, which comes
+// from the gate or the store's events and may not be there yet.
 func questionRight(who *identity, q workflows.Question, p questionPolicy) (bool, string) {
+	if len(q.Approvers) > 0 {
+		p.Approvers, p.Known, p.SelfOK = q.Approvers, true, q.AllowSelfApproval
+	}
 	switch {
 	case q.Status != "pending":
 		return false, ""
@@ -92,7 +97,7 @@ func mayAnswerNow(who *identity, st *workflows.Status, evs []Event) bool {
 	}
 	p := policyFor(st, evs)
 	for _, q := range st.Agent.Questions {
-		if ok, note := questionRight(who, q, p); ok && p.Known && note == "" {
+		if ok, note := questionRight(who, q, p); ok && (p.Known || len(q.Approvers) > 0) && note == "" {
 			return true
 		}
 	}

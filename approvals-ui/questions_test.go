@@ -52,6 +52,26 @@ func TestQuestionIsShownEscapedWithItsOptions(t *testing.T) {
 	require.NotContains(t, page.body, `class="answer"`)
 }
 
+// The question carries its task's approvers in the status query: the page
+// knows who may answer before the store has the question's event (the
+// race a browser test met in CI).
+func TestQuestionPolicyFromStatusBeforeEvents(t *testing.T) {
+	b := questionBundle(t)
+	b.events.byID["task-q"] = nil
+	b.temporal.tasks["task-q"].st.Agent.Questions[0].Approvers = []string{"alice", "bob"}
+
+	dave := b.browser(t)
+	dave.mustLogin("dave", "dave-pw")
+	page := dave.get("/tasks/task-q")
+	require.Contains(t, page.body, "You (dave) are not an approver of this task. Approvers: alice, bob.")
+	require.NotContains(t, page.body, `class="answer"`)
+
+	alice := b.browser(t)
+	alice.mustLogin("alice", "alice-pw")
+	require.Contains(t, alice.get("/tasks/task-q").body, `class="answer"`)
+	require.Contains(t, alice.get("/tasks").body, "2 tasks waiting for you", "task-1 to approve, task-q to answer")
+}
+
 func TestAnswerRefusals(t *testing.T) {
 	b := questionBundle(t)
 	viewer := b.browser(t)

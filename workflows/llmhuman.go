@@ -204,6 +204,7 @@ func (t *task) ask(ctx workflow.Context, q Question) (Question, error) {
 	now := workflow.Now(ctx)
 	q.ID = fmt.Sprintf("q%d", len(ag.status.Questions)+1)
 	q.AskedAt, q.ExpiresAt, q.Status = now, now.Add(t.in.Agent.limits().questionTimeout), "pending"
+	q.Approvers, q.AllowSelfApproval = t.in.Approval.Approvers, t.in.Approval.AllowSelfApproval
 	ag.status.Questions = append(ag.status.Questions, q)
 	i := len(ag.status.Questions) - 1
 	t.record(ctx, "agent_question", "agent", map[string]any{"question_id": q.ID, "kind": q.Kind, "text": q.Text, "options": q.Options,

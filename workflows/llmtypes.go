@@ -102,6 +102,10 @@ type Question struct {
 	Comment      string         `json:"comment,omitempty"`
 	AnsweredAt   time.Time      `json:"answered_at,omitempty"`
 	Denied       []AnswerDenied `json:"denied,omitempty"`
+	// Who may answer, from the task's approval policy: the web page tells
+	// a non-approver before they try (the workflow refuses them anyway).
+	Approvers         []string `json:"approvers,omitempty"`
+	AllowSelfApproval bool     `json:"allow_self_approval,omitempty"`
 }
 
 // AnswerDenied is an answer that was not taken.
