@@ -85,6 +85,22 @@ func (s *server) apiTask(c *gin.Context) {
 	c.JSON(http.StatusOK, out)
 }
 
+// decodeJSON reads a strict JSON body (no unknown fields, size-capped)
+// into v; on failure it has answered the request and returns false.
+func (s *server) decodeJSON(c *gin.Context, v any) bool {
+	dec := json.NewDecoder(c.Request.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if tooLarge(err) {
+			s.fail(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", s.maxBody))
+		} else {
+			s.fail(c, http.StatusBadRequest, "bad JSON body: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
 // decisionBody is the JSON body of POST /api/v1/tasks/{id}/decision. The
 // decider is the token's user, never a field of the body.
 type decisionBody struct {
@@ -102,14 +118,7 @@ func (s *server) apiDecision(c *gin.Context) {
 		return
 	}
 	var b decisionBody
-	dec := json.NewDecoder(c.Request.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		if tooLarge(err) {
-			s.fail(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", s.maxBody))
-		} else {
-			s.fail(c, http.StatusBadRequest, "bad JSON body: "+err.Error())
-		}
+	if !s.decodeJSON(c, &b) {
 		return
 	}
 	d := workflows.Decision{Decision: b.Decision, By: id.By, Comment: b.Comment, PlanHash: b.PlanHash, Override: b.Override}

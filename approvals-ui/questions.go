@@ -2,7 +2,6 @@ package approvalsui
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -267,14 +266,7 @@ func (s *server) apiAnswer(c *gin.Context) {
 		return
 	}
 	var b answerBody
-	dec := json.NewDecoder(c.Request.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		if tooLarge(err) {
-			s.fail(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", s.maxBody))
-		} else {
-			s.fail(c, http.StatusBadRequest, "bad JSON body: "+err.Error())
-		}
+	if !s.decodeJSON(c, &b) {
 		return
 	}
 	a := workflows.Answer{QuestionID: b.QuestionID, By: id.By, Choice: b.Choice, Comment: strings.TrimSpace(b.Comment)}

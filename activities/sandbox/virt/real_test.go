@@ -27,15 +27,15 @@ const realImage = "bookworm"
 // naming what is missing: libvirtd, the network, the pool or the image.
 func realDriver(t *testing.T) *virt.Driver {
 	t.Helper()
-	missing := func(what string) {
-		msg := "real VMs: " + what + " (run `make host image`)"
+	skip := func(msg string) { // with CI=true a missing prerequisite fails
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
 	}
+	missing := func(what string) { skip("real VMs: " + what + " (run `make host image`)") }
 	if testing.Short() {
-		t.Skip("real VMs: -short")
+		skip("real VMs: not with -short")
 	}
 	cache := os.Getenv("AIRLOCK_IMAGE_CACHE")
 	if cache == "" {
