@@ -2,6 +2,7 @@ package testsuite
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -70,11 +71,17 @@ func llmTask(readOnly bool, maxErrors int) workflows.TaskInput {
 func TestLLMAgentOnDevServer(t *testing.T) {
 	tp := StartTemporal(t)
 	ctx := context.Background()
-	status := func(id string) workflows.Status {
-		v, err := tp.Client.QueryWorkflow(ctx, id, "", workflows.QueryStatus)
-		require.NoError(t, err)
+	tryStatus := func(id string) (workflows.Status, error) {
 		var st workflows.Status
-		require.NoError(t, v.Get(&st))
+		v, err := tp.Client.QueryWorkflow(ctx, id, "", workflows.QueryStatus)
+		if err == nil {
+			err = v.Get(&st)
+		}
+		return st, err
+	}
+	status := func(id string) workflows.Status {
+		st, err := tryStatus(id)
+		require.NoError(t, err)
 		return st
 	}
 	start := func(t *testing.T, in workflows.TaskInput, script ...FakeReply) (*FakeLLM, string, client.WorkflowRun) {
@@ -129,9 +136,12 @@ func TestLLMAgentOnDevServer(t *testing.T) {
 			Call(tools.ReadFile, `{"path":"/etc/nginx/nginx.conf"}`).Expect("read-only"),
 			Call(tools.Finish, `{"summary":"listens on 80"}`).Expect("listen 80;"),
 		)
+		// Polling a running workflow: a query can time out while its worker
+		// is busy (seen once in CI); only the condition matters.
 		var st workflows.Status
-		Eventually(t, time.Minute, func() bool { st = status(id); return st.Phase == workflows.PhaseAwaiting },
-			func() string { return "phase " + st.Phase + " " + st.Error })
+		var qerr error
+		Eventually(t, time.Minute, func() bool { st, qerr = tryStatus(id); return qerr == nil && st.Phase == workflows.PhaseAwaiting },
+			func() string { return fmt.Sprintf("phase %s %s (last query error: %v)", st.Phase, st.Error, qerr) })
 		require.NoError(t, tp.Client.CancelWorkflow(ctx, id, ""))
 		require.Error(t, run.Get(ctx, nil))
 		require.Empty(t, fake.Errors())
